@@ -1,0 +1,262 @@
+// Package config holds herald's configuration: one struct per component with
+// documented defaults, and the loading of a YAML file, HERALD_* environment
+// variables and command-line flags (in increasing precedence), with errors
+// that name the bad field.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"runtime"
+	"time"
+)
+
+// Config is the whole configuration of a herald process. Each role uses the
+// parts it needs.
+type Config struct {
+	// Data is the directory of the embedded JetStream file store. Default "./data".
+	Data string `yaml:"data"`
+	// Dev seeds the demo app (key demo-key, device secret demo-secret) and
+	// refuses every listen address that is not loopback.
+	Dev bool `yaml:"dev"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `yaml:"log_level"`
+
+	NATS    NATS    `yaml:"nats"`
+	Store   Store   `yaml:"store"`
+	API     API     `yaml:"api"`
+	Gateway Gateway `yaml:"gateway"`
+	// Apps are seeded into the apps bucket at start (in addition to demo with Dev).
+	Apps []App `yaml:"apps"`
+}
+
+// NATS configures the embedded server (serve) or the server to reach (other roles).
+type NATS struct {
+	// Listen is the embedded server's client address. Default
+	// "127.0.0.1:4222"; port 0 picks a free port.
+	Listen string `yaml:"listen"`
+	// URL is the NATS server list the gateway and dispatcher roles connect
+	// to (comma-separated). Empty for serve, which uses its embedded server.
+	URL string `yaml:"url"`
+}
+
+// Store configures the JetStream stream that holds every channel's messages.
+type Store struct {
+	// MaxAge is how long a message is kept at most. Default 7 days.
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxPerChannel is the offline backlog kept per channel; older messages
+	// are dropped first. Default 10000.
+	MaxPerChannel int64 `yaml:"max_per_channel"`
+	// DuplicateWindow is how long an idempotency key is remembered. Default 2m.
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	// Replicas is the stream and KV replication factor. Default 1.
+	Replicas int `yaml:"replicas"`
+}
+
+// API configures the dispatcher's HTTP API.
+type API struct {
+	// Listen is the HTTP address. Default "127.0.0.1:8080".
+	Listen string `yaml:"listen"`
+	// MaxPayload is the default largest message payload in bytes (after
+	// base64 decoding); an app may set its own. Default 4096.
+	MaxPayload int `yaml:"max_payload"`
+	// MaxBody is the largest HTTP request body. Default 1 MiB.
+	MaxBody int `yaml:"max_body"`
+	// ReadTimeout bounds reading a whole request (slow clients). Default 10s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// PublishTimeout bounds waiting for the store's acknowledgements. Default 5s.
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
+}
+
+// Gateway configures the device gateway.
+type Gateway struct {
+	// Listen is the device TCP address. Default "127.0.0.1:7070".
+	Listen string `yaml:"listen"`
+	// ReusePort sets SO_REUSEPORT so several gateway processes share Listen.
+	ReusePort bool `yaml:"reuse_port"`
+	// ConnectTimeout is how long a new connection may take to send CONNECT. Default 10s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// HeartbeatMin, HeartbeatMax and Heartbeat bound the device's PING
+	// interval and give its starting value. Defaults 5s, 10m, 30s.
+	HeartbeatMin time.Duration `yaml:"heartbeat_min"`
+	HeartbeatMax time.Duration `yaml:"heartbeat_max"`
+	Heartbeat    time.Duration `yaml:"heartbeat"`
+	// MaxFrame is the largest frame body accepted from a device. Default 64 KiB.
+	MaxFrame int `yaml:"max_frame"`
+	// MaxOutBytes bounds a connection's pending output; a device over it
+	// is closed as a slow consumer. Default 256 KiB.
+	MaxOutBytes int `yaml:"max_out_bytes"`
+	// Workers is the size of the pool that serves socket readiness.
+	// Default 4 × GOMAXPROCS.
+	Workers int `yaml:"workers"`
+	// CatchupWorkers bounds concurrent reads from the store. Default 16.
+	CatchupWorkers int `yaml:"catchup_workers"`
+	// CursorFlush is how often acknowledged cursors are written to the KV
+	// bucket (coalesced). Default 1s.
+	CursorFlush time.Duration `yaml:"cursor_flush"`
+	// UserTimeout is TCP_USER_TIMEOUT: how long sent data may stay
+	// unacknowledged by the peer's kernel before the socket is dropped. Default 30s.
+	UserTimeout time.Duration `yaml:"user_timeout"`
+}
+
+// App is an app seeded from configuration.
+type App struct {
+	Name string `yaml:"name"`
+	// Keys are publisher keys (Bearer tokens for the HTTP API), kept hashed.
+	Keys []string `yaml:"keys"`
+	// Secrets are device-token HS256 secrets; several during a rotation.
+	Secrets []string `yaml:"secrets"`
+	// MaxPayload overrides api.max_payload for this app when > 0.
+	MaxPayload int `yaml:"max_payload"`
+}
+
+// Demo app credentials seeded by Dev.
+const (
+	DemoApp    = "demo"
+	DemoKey    = "demo-key"
+	DemoSecret = "demo-secret"
+)
+
+// Default returns the configuration with every default filled in.
+func Default() Config {
+	return Config{
+		Data:     "./data",
+		LogLevel: "info",
+		NATS:     NATS{Listen: "127.0.0.1:4222"},
+		Store: Store{
+			MaxAge:          7 * 24 * time.Hour,
+			MaxPerChannel:   10000,
+			DuplicateWindow: 2 * time.Minute,
+			Replicas:        1,
+		},
+		API: API{
+			Listen:         "127.0.0.1:8080",
+			MaxPayload:     4096,
+			MaxBody:        1 << 20,
+			ReadTimeout:    10 * time.Second,
+			PublishTimeout: 5 * time.Second,
+		},
+		Gateway: Gateway{
+			Listen:         "127.0.0.1:7070",
+			ConnectTimeout: 10 * time.Second,
+			HeartbeatMin:   5 * time.Second,
+			HeartbeatMax:   10 * time.Minute,
+			Heartbeat:      30 * time.Second,
+			MaxFrame:       64 << 10,
+			MaxOutBytes:    256 << 10,
+			Workers:        4 * runtime.GOMAXPROCS(0),
+			CatchupWorkers: 16,
+			CursorFlush:    time.Second,
+			UserTimeout:    30 * time.Second,
+		},
+	}
+}
+
+// FieldError is a configuration error that names its field.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("config: %s: %v", e.Field, e.Err) }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func fieldErr(field, format string, args ...any) error {
+	return &FieldError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+// nameRE is what app, user, device and topic names may contain: they become
+// subject tokens and KV keys, so no '.', '*', '>' or whitespace.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// ValidName reports whether s may be used as an app, user, device or topic name.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// Validate checks every field the roles use and returns the first problem.
+func (c *Config) Validate() error {
+	var errs []error
+	addr := func(field, v string, allowEmpty bool) {
+		if v == "" {
+			if !allowEmpty {
+				errs = append(errs, fieldErr(field, "an address is required"))
+			}
+			return
+		}
+		host, _, err := net.SplitHostPort(v)
+		if err != nil {
+			errs = append(errs, fieldErr(field, "invalid address %q: want host:port", v))
+			return
+		}
+		if c.Dev && !isLoopback(host) {
+			errs = append(errs, fieldErr(field, "--dev listens on loopback only, not %q", v))
+		}
+	}
+	addr("api.listen", c.API.Listen, false)
+	addr("gateway.listen", c.Gateway.Listen, false)
+	addr("nats.listen", c.NATS.Listen, true)
+	positive := func(field string, v int64) {
+		if v <= 0 {
+			errs = append(errs, fieldErr(field, "must be > 0, got %d", v))
+		}
+	}
+	positive("store.max_age", int64(c.Store.MaxAge))
+	positive("store.max_per_channel", c.Store.MaxPerChannel)
+	positive("store.duplicate_window", int64(c.Store.DuplicateWindow))
+	positive("store.replicas", int64(c.Store.Replicas))
+	positive("api.max_payload", int64(c.API.MaxPayload))
+	positive("api.max_body", int64(c.API.MaxBody))
+	positive("api.read_timeout", int64(c.API.ReadTimeout))
+	positive("api.publish_timeout", int64(c.API.PublishTimeout))
+	positive("gateway.connect_timeout", int64(c.Gateway.ConnectTimeout))
+	positive("gateway.heartbeat_min", int64(c.Gateway.HeartbeatMin))
+	positive("gateway.max_frame", int64(c.Gateway.MaxFrame))
+	positive("gateway.max_out_bytes", int64(c.Gateway.MaxOutBytes))
+	positive("gateway.workers", int64(c.Gateway.Workers))
+	positive("gateway.catchup_workers", int64(c.Gateway.CatchupWorkers))
+	positive("gateway.cursor_flush", int64(c.Gateway.CursorFlush))
+	if c.Gateway.HeartbeatMax < c.Gateway.HeartbeatMin {
+		errs = append(errs, fieldErr("gateway.heartbeat_max", "must be >= heartbeat_min (%v)", c.Gateway.HeartbeatMin))
+	}
+	if c.Gateway.Heartbeat < c.Gateway.HeartbeatMin || c.Gateway.Heartbeat > c.Gateway.HeartbeatMax {
+		errs = append(errs, fieldErr("gateway.heartbeat", "must be within [heartbeat_min, heartbeat_max]"))
+	}
+	if c.API.MaxPayload > c.API.MaxBody {
+		errs = append(errs, fieldErr("api.max_payload", "must not exceed api.max_body (%d)", c.API.MaxBody))
+	}
+	if c.Gateway.MaxFrame > 16<<20 {
+		errs = append(errs, fieldErr("gateway.max_frame", "must be <= 16 MiB"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fieldErr("log_level", "want debug, info, warn or error, got %q", c.LogLevel))
+	}
+	seen := map[string]bool{}
+	for i, a := range c.Apps {
+		f := fmt.Sprintf("apps[%d]", i)
+		switch {
+		case !ValidName(a.Name):
+			errs = append(errs, fieldErr(f+".name", "invalid app name %q: 1-128 of A-Z a-z 0-9 _ -", a.Name))
+		case seen[a.Name]:
+			errs = append(errs, fieldErr(f+".name", "app %q listed twice", a.Name))
+		case len(a.Keys) == 0:
+			errs = append(errs, fieldErr(f+".keys", "at least one publisher key is required"))
+		case len(a.Secrets) == 0:
+			errs = append(errs, fieldErr(f+".secrets", "at least one device secret is required"))
+		case a.MaxPayload < 0:
+			errs = append(errs, fieldErr(f+".max_payload", "must be >= 0"))
+		}
+		seen[a.Name] = true
+	}
+	return errors.Join(errs...)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

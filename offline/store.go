@@ -1,0 +1,252 @@
+// Package offline is herald's storage layer on JetStream: the HERALD stream
+// that keeps every channel's messages (sequence-numbered, with TTLs, a
+// per-channel backlog limit and a duplicate window), the KV buckets of device
+// cursors and apps, and catch-up reads for reconnecting devices.
+package offline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"herald/config"
+)
+
+// Errors returned by the store.
+var (
+	// ErrUnavailable means JetStream did not answer or refused the operation;
+	// nothing may be assumed stored.
+	ErrUnavailable = errors.New("store unavailable")
+)
+
+// Store is a handle on the stream and buckets. It is safe for concurrent use.
+type Store struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	cursors jetstream.KeyValue
+	apps    jetstream.KeyValue
+}
+
+// StreamConfig is the HERALD stream's configuration for cfg.
+func StreamConfig(cfg config.Store) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              StreamName,
+		Description:       "herald channels: every message a device may receive",
+		Subjects:          []string{storedPrefix + ">", schedPrefix + ">"},
+		Storage:           jetstream.FileStorage,
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardOld,
+		MaxAge:            cfg.MaxAge,
+		MaxMsgsPerSubject: cfg.MaxPerChannel,
+		Duplicates:        cfg.DuplicateWindow,
+		Replicas:          cfg.Replicas,
+		AllowDirect:       true,
+		AllowMsgTTL:       true,
+		AllowMsgSchedules: true,
+		RePublish:         &jetstream.RePublish{Source: storedPrefix + ">", Destination: livePrefix + ">"},
+	}
+}
+
+// Open creates or updates the stream and buckets and returns a Store.
+func Open(ctx context.Context, nc *nats.Conn, cfg config.Store) (*Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("offline: %w", err)
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, StreamConfig(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("offline: cannot create stream %s: %w", StreamName, err)
+	}
+	cursors, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      CursorsBucket,
+		Description: "herald device cursors: highest acknowledged seq per device and channel",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		TTL:         cfg.MaxAge + 24*time.Hour, // a cursor outlives the messages it points into
+	})
+	if err != nil {
+		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", CursorsBucket, err)
+	}
+	apps, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      AppsBucket,
+		Description: "herald apps: hashed publisher keys, device secrets, limits",
+		History:     5,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", AppsBucket, err)
+	}
+	return &Store{nc: nc, js: js, stream: stream, cursors: cursors, apps: apps}, nil
+}
+
+// JetStream returns the underlying JetStream context.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// Message is a stored message.
+type Message struct {
+	Seq     uint64
+	Subject string
+	Time    time.Time // when it was stored
+	Expires time.Time // zero when it has no TTL
+	Data    []byte
+}
+
+// Publish describes one message to store.
+type Publish struct {
+	App, Channel string
+	Data         []byte
+	// ID makes the publish idempotent within the duplicate window.
+	ID string
+	// TTL expires the message after this long (0 = the stream's MaxAge).
+	TTL time.Duration
+}
+
+// Stored is the store's answer to one Publish.
+type Stored struct {
+	Seq       uint64
+	Duplicate bool
+}
+
+// PublishAll stores every message and returns once JetStream acknowledged
+// them all (or ctx ended). Results are in the order of msgs. On error, some
+// messages may be stored: retrying with the same IDs stores each once.
+func (s *Store) PublishAll(ctx context.Context, msgs []Publish) ([]Stored, error) {
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
+		nm := &nats.Msg{Subject: StoredSubject(m.App, m.Channel), Data: m.Data, Header: nats.Header{}}
+		if m.ID != "" {
+			nm.Header.Set(jetstream.MsgIDHeader, m.ID)
+		}
+		if m.TTL > 0 {
+			nm.Header.Set(jetstream.MsgTTLHeader, strconv.FormatInt(int64(m.TTL/time.Second), 10))
+		}
+		f, err := s.js.PublishMsgAsync(nm, jetstream.WithExpectStream(StreamName))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		futures[i] = f
+	}
+	out := make([]Stored, len(msgs))
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			out[i] = Stored{Seq: ack.Sequence, Duplicate: ack.Duplicate}
+		case err := <-f.Err():
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+		}
+	}
+	return out, nil
+}
+
+// directGet is the body of a JetStream Direct Get request.
+type directGet struct {
+	Seq      uint64 `json:"seq,omitempty"`
+	NextFor  string `json:"next_by_subj,omitempty"`
+	Batch    int    `json:"batch,omitempty"`
+	MaxBytes int    `json:"max_bytes,omitempty"`
+}
+
+// Fetch reads up to max messages of subject with seq >= from, in order,
+// with one Direct Get batch request. It returns how many more messages
+// matched after the batch (pending) as the server counted them. No messages
+// and no error means there is nothing at or after from.
+func (s *Store) Fetch(ctx context.Context, subject string, from uint64, max int) (msgs []Message, pending uint64, err error) {
+	if from == 0 {
+		from = 1
+	}
+	req, _ := json.Marshal(directGet{Seq: from, NextFor: subject, Batch: max, MaxBytes: 1 << 20})
+	inbox := s.nc.NewRespInbox()
+	sub, err := s.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer sub.Unsubscribe()
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+StreamName, inbox, req); err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return msgs, 0, fmt.Errorf("%w: direct get: %v", ErrUnavailable, err)
+		}
+		switch m.Header.Get("Status") {
+		case "":
+		case "404":
+			return msgs, 0, nil
+		case "204": // end of batch
+			pending, _ = strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			return msgs, pending, nil
+		case "408":
+			return msgs, 0, fmt.Errorf("%w: direct get: %s", ErrUnavailable, m.Header.Get("Description"))
+		default:
+			return msgs, 0, fmt.Errorf("%w: direct get: status %s %s", ErrUnavailable, m.Header.Get("Status"), m.Header.Get("Description"))
+		}
+		msg, err := fromHeaders(m.Header, m.Data)
+		if err != nil {
+			return msgs, 0, err
+		}
+		msgs = append(msgs, msg)
+	}
+}
+
+// fromHeaders builds a Message from a republished or Direct Get message.
+func fromHeaders(h nats.Header, data []byte) (Message, error) {
+	seq, err := strconv.ParseUint(h.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return Message{}, fmt.Errorf("offline: message without a valid %s header", jetstream.SequenceHeader)
+	}
+	m := Message{Seq: seq, Subject: h.Get(jetstream.SubjectHeader), Data: data}
+	if ts := h.Get(jetstream.TimeStampHeaer); ts != "" {
+		m.Time, _ = time.Parse(time.RFC3339Nano, ts)
+	}
+	if ttl := h.Get(jetstream.MsgTTLHeader); ttl != "" && !m.Time.IsZero() {
+		if d, ok := ParseTTL(ttl); ok {
+			m.Expires = m.Time.Add(d)
+		}
+	}
+	return m, nil
+}
+
+// ParseTTL parses a Nats-TTL header value: seconds, or a Go duration.
+func ParseTTL(s string) (time.Duration, bool) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > 0 {
+		return time.Duration(n) * time.Second, true
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return d, true
+	}
+	return 0, false
+}
+
+// Live describes a republished message as a gateway receives it.
+type Live struct {
+	Message
+	// Last is the sequence of the previous message on the same subject when
+	// this one was stored (0 for the first): the gap detector.
+	Last uint64
+}
+
+// ParseLive reads a message received on a live subject.
+func ParseLive(m *nats.Msg) (Live, error) {
+	msg, err := fromHeaders(m.Header, m.Data)
+	if err != nil {
+		return Live{}, err
+	}
+	last, err := strconv.ParseUint(m.Header.Get(jetstream.LastSequenceHeader), 10, 64)
+	if err != nil {
+		return Live{}, fmt.Errorf("offline: live message without a valid %s header", jetstream.LastSequenceHeader)
+	}
+	return Live{Message: msg, Last: last}, nil
+}

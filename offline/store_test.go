@@ -1,0 +1,173 @@
+package offline
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"herald/config"
+	"herald/nats/natstest"
+)
+
+func openStore(t *testing.T) (*Store, *nats.Conn) {
+	t.Helper()
+	_, url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := Open(ctx, nc, config.Default().Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, nc
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestPublishFetchAndLive(t *testing.T) {
+	s, nc := openStore(t)
+	live, err := nc.SubscribeSync(LiveSubject("demo", "u.alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for i := 0; i < 5; i++ {
+		// Interleave another user's messages: gap detection is per subject.
+		res, err := s.PublishAll(ctx(t), []Publish{
+			{App: "demo", Channel: "u.alice", Data: []byte(fmt.Sprintf("m%d", i))},
+			{App: "demo", Channel: "u.bob", Data: []byte("x")},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, res[0].Seq)
+	}
+	// Live copies carry the previous seq of the same subject.
+	var last uint64
+	for i := 0; i < 5; i++ {
+		m, err := live.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := ParseLive(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Seq != seqs[i] || l.Last != last || string(l.Data) != fmt.Sprintf("m%d", i) || l.Time.IsZero() {
+			t.Fatalf("live %d: %+v (want seq %d last %d)", i, l, seqs[i], last)
+		}
+		last = l.Seq
+	}
+	// Catch-up reads in pages.
+	msgs, pending, err := s.Fetch(ctx(t), StoredSubject("demo", "u.alice"), seqs[1], 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 2 || msgs[0].Seq != seqs[1] || msgs[1].Seq != seqs[2] || pending != 2 {
+		t.Fatalf("fetch: %+v pending %d", msgs, pending)
+	}
+	msgs, _, err = s.Fetch(ctx(t), StoredSubject("demo", "u.alice"), seqs[4]+1, 10)
+	if err != nil || len(msgs) != 0 {
+		t.Fatalf("fetch past the end: %v %v", msgs, err)
+	}
+}
+
+func TestIdempotentPublish(t *testing.T) {
+	s, _ := openStore(t)
+	p := []Publish{{App: "demo", Channel: "u.alice", Data: []byte("x"), ID: "req-1:alice"}}
+	a, err := s.PublishAll(ctx(t), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.PublishAll(ctx(t), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a[0].Duplicate || !b[0].Duplicate || a[0].Seq != b[0].Seq {
+		t.Fatalf("first %+v second %+v", a[0], b[0])
+	}
+}
+
+func TestTTLIsRecorded(t *testing.T) {
+	s, _ := openStore(t)
+	res, err := s.PublishAll(ctx(t), []Publish{{App: "demo", Channel: "u.alice", Data: []byte("x"), TTL: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, _, err := s.Fetch(ctx(t), StoredSubject("demo", "u.alice"), res[0].Seq, 1)
+	if err != nil || len(msgs) != 1 {
+		t.Fatal(msgs, err)
+	}
+	if d := msgs[0].Expires.Sub(msgs[0].Time); d != time.Hour {
+		t.Fatalf("expires - time = %v", d)
+	}
+}
+
+func TestCursorOnlyMovesForward(t *testing.T) {
+	s, _ := openStore(t)
+	key := CursorKey("demo", "alice", "d1", "u.alice")
+	if seq, err := s.Cursor(ctx(t), key); err != nil || seq != 0 {
+		t.Fatal(seq, err)
+	}
+	f := func(seq uint64, wantMoved bool, want uint64) {
+		t.Helper()
+		moved, err := s.AdvanceCursor(ctx(t), key, seq)
+		if err != nil || moved != wantMoved {
+			t.Fatalf("advance %d: moved %v err %v", seq, moved, err)
+		}
+		if got, _ := s.Cursor(ctx(t), key); got != want {
+			t.Fatalf("after %d: cursor %d want %d", seq, got, want)
+		}
+	}
+	f(5, true, 5)
+	f(3, false, 5)
+	f(5, false, 5)
+	f(9, true, 9)
+}
+
+func TestAppsWatch(t *testing.T) {
+	s, _ := openStore(t)
+	if err := s.PutApp(ctx(t), App{Name: "a1", KeyHashes: []string{HashKey("k1")}, Secrets: []string{"s1"}}); err != nil {
+		t.Fatal(err)
+	}
+	apps, err := s.WatchApps(ctx(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer apps.Stop()
+	a, ok := apps.Get("a1")
+	if !ok || !a.CheckKey("k1") || a.CheckKey("k2") {
+		t.Fatalf("%+v %v", a, ok)
+	}
+	s.PutApp(ctx(t), App{Name: "a2", KeyHashes: []string{HashKey("k2")}, Secrets: []string{"s2"}})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok := apps.Get("a2"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a2 never appeared")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestParseChannel(t *testing.T) {
+	for _, c := range []string{"u.alice", "t.news"} {
+		if _, _, ok := ParseChannel(c); !ok {
+			t.Errorf("%s should parse", c)
+		}
+	}
+	for _, c := range []string{"", "u", "x.alice", "u.a.b", "u.*", "u.>", "t. x"} {
+		if _, _, ok := ParseChannel(c); ok {
+			t.Errorf("%q should not parse", c)
+		}
+	}
+}
