@@ -88,6 +88,9 @@ func (c *Config) options(role string) []option {
 	return common
 }
 
+// ErrUsage wraps a command-line error the flag package already printed.
+var ErrUsage = errors.New("usage")
+
 // Load builds the configuration of role ("serve", "gateway", "dispatcher")
 // from defaults, then the file named by --config (or HERALD_CONFIG), then
 // HERALD_* variables, then flags. getenv is os.Getenv outside tests.
@@ -110,7 +113,10 @@ func Load(role string, args []string, getenv func(string) string, usage io.Write
 		fs.Func(o.flag, help, func(s string) error { given[o.flag] = s; return nil })
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", ErrUsage, err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("herald %s: unexpected argument %q", role, fs.Arg(0))

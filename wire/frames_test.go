@@ -1,8 +1,10 @@
 package wire
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"testing"
 )
 
@@ -193,4 +195,42 @@ func TestCodes(t *testing.T) {
 	if !CodeSlowConsumer.Retry() || CodeMalformed.Retry() || !CodeTokenExpired.Auth() {
 		t.Fatal("code ranges wrong")
 	}
+}
+
+func TestReadFrame(t *testing.T) {
+	var stream []byte
+	stream = (&Push{Seq: 1, Payload: []byte("one")}).Append(stream)
+	stream = (&Ack{Seq: 1}).Append(stream)
+	stream = (&Push{Seq: 2, Payload: bytes.Repeat([]byte{'z'}, 3000)}).Append(stream)
+	r := bufio.NewReaderSize(bytes.NewReader(stream), 16)
+	var buf []byte
+	var typ Type
+	var body []byte
+	var err error
+	want := []Type{TypePush, TypeAck, TypePush}
+	for i, w := range want {
+		typ, body, buf, err = ReadFrame(r, buf, DefaultMaxFrame)
+		if err != nil || typ != w {
+			t.Fatalf("frame %d: %v %v", i, typ, err)
+		}
+	}
+	var p Push
+	if err := p.Decode(body); err != nil || p.Seq != 2 || len(p.Payload) != 3000 {
+		t.Fatalf("%+v %v", p, err)
+	}
+	if _, _, _, err = ReadFrame(r, buf, DefaultMaxFrame); err != io.EOF {
+		t.Fatalf("at end: %v", err)
+	}
+	f := func(name string, in []byte, want error) {
+		t.Helper()
+		_, _, _, err := ReadFrame(bufio.NewReader(bytes.NewReader(in)), nil, 100)
+		if !errors.Is(err, want) {
+			t.Errorf("%s: got %v want %v", name, err, want)
+		}
+	}
+	f("too large", []byte{byte(TypePush), 0xe5, 0x00}, ErrTooLarge)
+	f("unknown", []byte{0x77, 0x00}, ErrUnknownType)
+	f("varint too long", []byte{byte(TypePush), 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, ErrMalformed)
+	f("truncated header", []byte{byte(TypePush), 0x80}, io.ErrUnexpectedEOF)
+	f("truncated body", []byte{byte(TypePush), 0x05, 0x01}, io.ErrUnexpectedEOF)
 }

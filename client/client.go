@@ -1,0 +1,444 @@
+// Package client is herald's Go device SDK: it connects to a gateway with a
+// device token, receives messages in order, hands each to the application
+// once, saves its cursor, acknowledges it, sends heartbeats, and reconnects
+// with backoff and jitter, resuming from its cursors.
+//
+// Delivery on the wire is at-least-once; the client drops any message whose
+// sequence is not above the channel's cursor, so the application sees each
+// message exactly once, in order, as long as its CursorStore keeps what Save
+// was given.
+package client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"herald/wire"
+)
+
+// Message is one message handed to the application.
+type Message struct {
+	Channel string
+	Seq     uint64
+	Data    []byte // valid only during the handler call: copy it to keep it
+	Time    time.Time
+	Expires time.Time // zero when the message has no TTL
+	Replay  bool      // sent from the store (catch-up) rather than live
+}
+
+// ErrStop, returned by a Handler, acknowledges the message and ends Run
+// without error.
+var ErrStop = errors.New("client: stop")
+
+// Config configures a Client. Addr, App, Device, Token and Handler are required.
+type Config struct {
+	// Addr is the gateway's device address, host:port.
+	Addr string
+	// App and Device identify the device; the token must be for them.
+	App, Device string
+	// Token returns a device token; it is called before every connection
+	// attempt so an expired token can be renewed.
+	Token func(ctx context.Context) (string, error)
+	// Handler is called once per message, in order per channel. When it
+	// returns nil the message's cursor is saved and acknowledged; an error
+	// ends Run with that error (ErrStop ends it cleanly).
+	Handler func(Message) error
+	// Cursors persists cursors. Default: in memory.
+	Cursors CursorStore
+	// MinBackoff and MaxBackoff bound the reconnect delay, which doubles per
+	// failed attempt with full jitter. Defaults 100ms and 10s.
+	MinBackoff, MaxBackoff time.Duration
+	// DialTimeout bounds dialing and the CONNACK. Default 5s.
+	DialTimeout time.Duration
+	// Heartbeat is the PING interval to ask for; 0 takes the server's.
+	Heartbeat time.Duration
+	// OnEvent, if set, is told about connections and disconnections.
+	OnEvent func(Event)
+	// Log receives the client's own log lines. Default: discarded.
+	Log *slog.Logger
+	// Dial replaces net.Dialer, e.g. to pick a source address.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// EventKind says what an Event reports.
+type EventKind int
+
+// Event kinds.
+const (
+	Connected    EventKind = iota + 1 // CONNACK received
+	Disconnected                      // the connection ended; Err says why
+)
+
+// Event reports a change of the client's connection.
+type Event struct {
+	Kind EventKind
+	Err  error
+}
+
+// ServerError is an ERROR or GOAWAY frame from the gateway.
+type ServerError struct {
+	Code   wire.Code
+	Reason string
+	GoAway bool
+	Delay  time.Duration
+}
+
+func (e *ServerError) Error() string {
+	kind := "error"
+	if e.GoAway {
+		kind = "goaway"
+	}
+	return fmt.Sprintf("herald gateway %s %d (%s): %s", kind, e.Code, e.Code, e.Reason)
+}
+
+// Fatal reports whether reconnecting cannot help (protocol and auth errors,
+// except an expired token, which the next Token call may renew).
+func (e *ServerError) Fatal() bool {
+	return !e.GoAway && !e.Code.Retry() && e.Code != wire.CodeTokenExpired
+}
+
+// Client is one device. Run drives it.
+type Client struct {
+	cfg Config
+
+	mu      sync.Mutex
+	cursors map[string]uint64
+
+	connects atomic.Int64
+}
+
+// New checks cfg and returns a Client.
+func New(cfg Config) (*Client, error) {
+	switch {
+	case cfg.Addr == "":
+		return nil, errors.New("client: Addr is required")
+	case cfg.App == "" || cfg.Device == "":
+		return nil, errors.New("client: App and Device are required")
+	case cfg.Token == nil:
+		return nil, errors.New("client: Token is required")
+	case cfg.Handler == nil:
+		return nil, errors.New("client: Handler is required")
+	}
+	if cfg.Cursors == nil {
+		cfg.Cursors = &MemoryCursors{}
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Dial == nil {
+		d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1}
+		cfg.Dial = d.DialContext
+	}
+	cursors, err := cfg.Cursors.Load()
+	if err != nil {
+		return nil, err
+	}
+	return &Client{cfg: cfg, cursors: cursors}, nil
+}
+
+// Cursor returns the channel's cursor: the highest sequence handled.
+func (c *Client) Cursor(channel string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cursors[channel]
+}
+
+// Connects is the number of successful connections so far.
+func (c *Client) Connects() int64 { return c.connects.Load() }
+
+// Run connects and reconnects until ctx ends, the handler returns an error
+// or ErrStop, or the server refuses the device for good (a ServerError with
+// Fatal true).
+func (c *Client) Run(ctx context.Context) error {
+	attempt := 0
+	for {
+		connected, err := c.session(ctx)
+		if errors.Is(err, ErrStop) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var se *ServerError
+		if errors.As(err, &se) && se.Fatal() {
+			return err
+		}
+		var he handlerError
+		if errors.As(err, &he) {
+			return he.err
+		}
+		if connected {
+			attempt = 0
+		}
+		delay := c.backoff(attempt)
+		if se != nil && se.GoAway && se.Delay > 0 {
+			delay = se.Delay + rand.N(se.Delay+time.Millisecond)
+		}
+		attempt++
+		c.cfg.Log.Debug("reconnecting", "in", delay, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// backoff is the delay before attempt n: exponential with full jitter.
+func (c *Client) backoff(n int) time.Duration {
+	d := c.cfg.MinBackoff << min(n, 20)
+	if d > c.cfg.MaxBackoff || d <= 0 {
+		d = c.cfg.MaxBackoff
+	}
+	return c.cfg.MinBackoff/2 + rand.N(d)
+}
+
+type handlerError struct{ err error }
+
+func (h handlerError) Error() string { return h.err.Error() }
+
+// session runs one connection. connected reports whether it got a CONNACK.
+func (c *Client) session(ctx context.Context) (connected bool, err error) {
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	tok, err := c.cfg.Token(dctx)
+	if err != nil {
+		return false, fmt.Errorf("client: token: %w", err)
+	}
+	nc, err := c.cfg.Dial(dctx, "tcp", c.cfg.Addr)
+	if err != nil {
+		return false, err
+	}
+	defer nc.Close()
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+
+	s := &session{c: c, nc: nc, r: bufio.NewReaderSize(nc, 32<<10), w: bufio.NewWriterSize(nc, 4<<10)}
+	defer func() {
+		if connected && c.cfg.OnEvent != nil {
+			c.cfg.OnEvent(Event{Kind: Disconnected, Err: err})
+		}
+	}()
+	if err := s.connect(tok); err != nil {
+		return false, err
+	}
+	c.connects.Add(1)
+	if c.cfg.OnEvent != nil {
+		c.cfg.OnEvent(Event{Kind: Connected})
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go s.heartbeat(done)
+	return true, s.readLoop()
+}
+
+// session is one connection's state.
+type session struct {
+	c     *Client
+	nc    net.Conn
+	r     *bufio.Reader
+	wmu   sync.Mutex
+	w     *bufio.Writer
+	slots map[uint32]string
+	hb    time.Duration
+	max   int
+	// lastRead is the unix nanosecond of the last frame from the server.
+	lastRead atomic.Int64
+	// unacked holds per slot the highest handled seq not yet acknowledged.
+	unacked map[uint32]uint64
+}
+
+func (s *session) write(f interface{ Append([]byte) []byte }) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	var buf [256]byte
+	if _, err := s.w.Write(f.Append(buf[:0])); err != nil {
+		return err
+	}
+	return s.w.Flush()
+}
+
+// connect sends CONNECT with the saved cursors and waits for CONNACK.
+func (s *session) connect(tok string) error {
+	c := s.c
+	cur := wire.Connect{Version: wire.Version, App: []byte(c.cfg.App), Device: []byte(c.cfg.Device), Token: []byte(tok),
+		Heartbeat: uint32(c.cfg.Heartbeat / time.Second)}
+	c.mu.Lock()
+	for ch, seq := range c.cursors {
+		cur.Cursors = append(cur.Cursors, wire.Cursor{Channel: []byte(ch), Seq: seq})
+	}
+	c.mu.Unlock()
+	_ = s.nc.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
+	if err := s.write(&cur); err != nil {
+		return err
+	}
+	t, body, _, err := wire.ReadFrame(s.r, nil, wire.DefaultMaxFrame)
+	if err != nil {
+		return fmt.Errorf("client: waiting for CONNACK: %w", err)
+	}
+	switch t {
+	case wire.TypeConnAck:
+	case wire.TypeError:
+		return decodeServerError(body, false)
+	default:
+		return fmt.Errorf("client: got %s instead of CONNACK", t)
+	}
+	var ack wire.ConnAck
+	if err := ack.Decode(body); err != nil {
+		return fmt.Errorf("client: bad CONNACK: %w", err)
+	}
+	_ = s.nc.SetDeadline(time.Time{})
+	s.slots = map[uint32]string{}
+	for _, ch := range ack.Channels {
+		s.slots[ch.Slot] = string(ch.Name)
+	}
+	s.hb = time.Duration(ack.Heartbeat) * time.Second
+	if s.hb <= 0 {
+		s.hb = 30 * time.Second
+	}
+	s.max = int(ack.MaxFrame)
+	s.unacked = map[uint32]uint64{}
+	s.lastRead.Store(time.Now().UnixNano())
+	return nil
+}
+
+func decodeServerError(body []byte, goAway bool) error {
+	if goAway {
+		var g wire.GoAway
+		if err := g.Decode(body); err != nil {
+			return fmt.Errorf("client: bad GOAWAY: %w", err)
+		}
+		return &ServerError{Code: g.Code, Reason: string(g.Reason), GoAway: true, Delay: time.Duration(g.Delay) * time.Millisecond}
+	}
+	var e wire.Error
+	if err := e.Decode(body); err != nil {
+		return fmt.Errorf("client: bad ERROR: %w", err)
+	}
+	return &ServerError{Code: e.Code, Reason: string(e.Reason)}
+}
+
+// heartbeat sends PING every interval and closes the connection when the
+// server has been silent for two intervals.
+func (s *session) heartbeat(done <-chan struct{}) {
+	t := time.NewTicker(s.hb)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			if time.Since(time.Unix(0, s.lastRead.Load())) > 2*s.hb {
+				s.nc.Close()
+				return
+			}
+			if err := s.write(&wire.Ping{Interval: uint32(s.hb / time.Second)}); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// readLoop handles frames until the connection ends.
+func (s *session) readLoop() error {
+	var buf []byte
+	var push wire.Push
+	for {
+		t, body, nb, err := wire.ReadFrame(s.r, buf, wire.DefaultMaxFrame)
+		buf = nb
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("client: connection closed: %w", err)
+			}
+			return fmt.Errorf("client: read: %w", err)
+		}
+		s.lastRead.Store(time.Now().UnixNano())
+		switch t {
+		case wire.TypePush:
+			if err := push.Decode(body); err != nil {
+				return fmt.Errorf("client: bad PUSH: %w", err)
+			}
+			if err := s.handlePush(&push); err != nil {
+				return err
+			}
+		case wire.TypePong:
+		case wire.TypeError:
+			return decodeServerError(body, false)
+		case wire.TypeGoAway:
+			return decodeServerError(body, true)
+		default:
+			return fmt.Errorf("client: unexpected %s frame", t)
+		}
+		// ACK once the burst is handled: one frame for many messages.
+		if s.r.Buffered() == 0 {
+			if err := s.flushAcks(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *session) handlePush(p *wire.Push) error {
+	c := s.c
+	ch, ok := s.slots[p.Slot]
+	if !ok {
+		return fmt.Errorf("client: PUSH on unknown slot %d", p.Slot)
+	}
+	c.mu.Lock()
+	cur := c.cursors[ch]
+	c.mu.Unlock()
+	if p.Seq <= cur {
+		// A duplicate (already handled before a reconnect): acknowledge, drop.
+		if p.Seq > s.unacked[p.Slot] {
+			s.unacked[p.Slot] = p.Seq
+		}
+		return nil
+	}
+	m := Message{Channel: ch, Seq: p.Seq, Data: p.Payload, Time: time.UnixMilli(p.Time), Replay: p.Flags&wire.FlagReplay != 0}
+	if p.Expires > 0 {
+		m.Expires = time.UnixMilli(p.Expires)
+	}
+	herr := c.cfg.Handler(m)
+	if herr != nil && !errors.Is(herr, ErrStop) {
+		return handlerError{herr}
+	}
+	c.mu.Lock()
+	c.cursors[ch] = p.Seq
+	c.mu.Unlock()
+	if err := c.cfg.Cursors.Save(ch, p.Seq); err != nil {
+		return handlerError{err}
+	}
+	s.unacked[p.Slot] = p.Seq
+	if herr != nil {
+		_ = s.flushAcks()
+		return herr
+	}
+	return nil
+}
+
+func (s *session) flushAcks() error {
+	for slot, seq := range s.unacked {
+		if err := s.write(&wire.Ack{Slot: slot, Seq: seq}); err != nil {
+			return err
+		}
+		delete(s.unacked, slot)
+	}
+	return nil
+}

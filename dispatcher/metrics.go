@@ -1,0 +1,55 @@
+package dispatcher
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// dMetrics are the dispatcher's metrics, in its own Set.
+type dMetrics struct {
+	set       *metrics.Set
+	published *metrics.Counter
+	dups      *metrics.Counter
+	storeErr  *metrics.Counter
+
+	mu       sync.Mutex
+	requests map[string]*metrics.Counter   // route + status
+	latency  map[string]*metrics.Histogram // route
+}
+
+func newMetrics() *dMetrics {
+	s := metrics.NewSet()
+	m := &dMetrics{
+		set:       s,
+		published: s.NewCounter(`herald_dispatcher_messages_stored_total`),
+		dups:      s.NewCounter(`herald_dispatcher_messages_duplicate_total`),
+		storeErr:  s.NewCounter(`herald_dispatcher_errors_total{kind="store"}`),
+		requests:  map[string]*metrics.Counter{},
+		latency:   map[string]*metrics.Histogram{},
+	}
+	s.NewGauge(`herald_up{component="dispatcher"}`, func() float64 { return 1 })
+	return m
+}
+
+// observe counts a request by route and status and records its latency.
+// Routes and statuses are a small fixed set, so the maps stay small.
+func (m *dMetrics) observe(route string, status int, start time.Time) {
+	key := fmt.Sprintf("%s|%d", route, status)
+	m.mu.Lock()
+	c := m.requests[key]
+	if c == nil {
+		c = m.set.NewCounter(fmt.Sprintf(`herald_http_requests_total{route=%q,status="%d"}`, route, status))
+		m.requests[key] = c
+	}
+	h := m.latency[route]
+	if h == nil {
+		h = m.set.NewHistogram(fmt.Sprintf(`herald_http_request_duration_seconds{route=%q}`, route))
+		m.latency[route] = h
+	}
+	m.mu.Unlock()
+	c.Inc()
+	h.UpdateDuration(start)
+}

@@ -1,0 +1,229 @@
+package dispatcher
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+	"unicode/utf8"
+
+	"github.com/valyala/fasthttp"
+
+	"herald/config"
+	"herald/offline"
+)
+
+// Limits of one publish request.
+const (
+	MaxUsersPerPush = 1000
+	MaxIDLen        = 128
+	MinTTL          = time.Second
+)
+
+// pushRequest is the body of POST /v1/apps/{app}/push.
+type pushRequest struct {
+	Users      []string `json:"users"`
+	Data       *string  `json:"data"`
+	DataBase64 *string  `json:"data_base64"`
+	ID         string   `json:"id"`
+	TTL        string   `json:"ttl"`
+}
+
+type pushedMessage struct {
+	User      string `json:"user"`
+	Seq       uint64 `json:"seq"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+}
+
+type pushResponse struct {
+	Messages  []pushedMessage `json:"messages"`
+	Duplicate bool            `json:"duplicate"`
+}
+
+// handlePush stores a message for each target user and answers 200 only once
+// JetStream acknowledged every store.
+func (ds *Dispatcher) handlePush(ctx *fasthttp.RequestCtx, appName string) {
+	app, ok := ds.d.Apps.Get(appName)
+	if !config.ValidName(appName) || !ok {
+		writeError(ctx, fasthttp.StatusNotFound, "unknown_app", "no app named "+quote(appName))
+		return
+	}
+	if !authorized(ctx, app) {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="herald"`)
+		writeError(ctx, fasthttp.StatusUnauthorized, "unauthorized", "missing or wrong publisher key")
+		return
+	}
+
+	var req pushRequest
+	dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "bad_json", "request body is not valid JSON for a push: "+jsonProblem(err))
+		return
+	}
+	if dec.More() {
+		writeError(ctx, fasthttp.StatusBadRequest, "bad_json", "request body holds more than one JSON value")
+		return
+	}
+
+	payload, status, code, msg := ds.payload(&req, app)
+	if status != 0 {
+		writeError(ctx, status, code, msg)
+		return
+	}
+	users, code, msg := validUsers(req.Users)
+	if code != "" {
+		writeError(ctx, fasthttp.StatusBadRequest, code, msg)
+		return
+	}
+	if req.ID != "" && !validID(req.ID) {
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid_id", fmt.Sprintf("id must be 1-%d printable ASCII characters without spaces", MaxIDLen))
+		return
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d < MinTTL || d > ds.storeCfg.MaxAge {
+			writeError(ctx, fasthttp.StatusBadRequest, "invalid_ttl", fmt.Sprintf("ttl must be a duration such as \"1h\" between %v and %v", MinTTL, ds.storeCfg.MaxAge))
+			return
+		}
+		ttl = d.Truncate(time.Second)
+	}
+
+	msgs := make([]offline.Publish, len(users))
+	for i, u := range users {
+		msgs[i] = offline.Publish{App: app.Name, Channel: offline.UserChannel(u), Data: payload, TTL: ttl}
+		if req.ID != "" {
+			// One id per target: the duplicate window is per message, and
+			// the same request stores one message per user.
+			msgs[i].ID = req.ID + ":" + u
+		}
+	}
+	pctx, cancel := context.WithTimeout(context.Background(), ds.cfg.PublishTimeout)
+	defer cancel()
+	stored, err := ds.d.Store.PublishAll(pctx, msgs)
+	if err != nil {
+		ds.m.storeErr.Inc()
+		ds.log.Warn("publish not stored", "app", app.Name, "err", err)
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "store_unavailable", "the message store did not acknowledge; retry with the same id")
+		return
+	}
+	resp := pushResponse{Messages: make([]pushedMessage, len(users))}
+	for i, u := range users {
+		resp.Messages[i] = pushedMessage{User: u, Seq: stored[i].Seq, Duplicate: stored[i].Duplicate}
+		if stored[i].Duplicate {
+			resp.Duplicate = true
+			ds.m.dups.Inc()
+		} else {
+			ds.m.published.Inc()
+		}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, &resp)
+}
+
+// authorized checks "Authorization: Bearer <key>" against the app's keys.
+func authorized(ctx *fasthttp.RequestCtx, app *offline.App) bool {
+	h := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
+	const prefix = "Bearer "
+	if len(h) <= len(prefix) || !bytes.EqualFold(h[:len(prefix)], []byte(prefix)) {
+		return false
+	}
+	return app.CheckKey(string(bytes.TrimSpace(h[len(prefix):])))
+}
+
+// payload decodes data or data_base64 and checks the app's size limit.
+func (ds *Dispatcher) payload(req *pushRequest, app *offline.App) (b []byte, status int, code, msg string) {
+	switch {
+	case req.Data != nil && req.DataBase64 != nil:
+		return nil, fasthttp.StatusBadRequest, "invalid_data", "give either data or data_base64, not both"
+	case req.Data == nil && req.DataBase64 == nil:
+		return nil, fasthttp.StatusBadRequest, "invalid_data", "data or data_base64 is required"
+	case req.Data != nil:
+		b = []byte(*req.Data)
+	default:
+		var err error
+		b, err = base64.StdEncoding.DecodeString(*req.DataBase64)
+		if err != nil {
+			return nil, fasthttp.StatusBadRequest, "invalid_data", "data_base64 is not valid standard base64"
+		}
+	}
+	limit := ds.cfg.MaxPayload
+	if app.MaxPayload > 0 {
+		limit = app.MaxPayload
+	}
+	if len(b) > limit {
+		return nil, fasthttp.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("payload is %d bytes; the limit is %d", len(b), limit)
+	}
+	return b, 0, "", ""
+}
+
+// validUsers checks names and drops repeats, keeping the first order.
+func validUsers(users []string) (out []string, code, msg string) {
+	if len(users) == 0 {
+		return nil, "missing_target", "users must name at least one user"
+	}
+	if len(users) > MaxUsersPerPush {
+		return nil, "too_many_users", fmt.Sprintf("at most %d users per request", MaxUsersPerPush)
+	}
+	seen := make(map[string]bool, len(users))
+	for _, u := range users {
+		if !config.ValidName(u) {
+			return nil, "invalid_user", "invalid user name " + quote(u) + ": 1-128 of A-Z a-z 0-9 _ -"
+		}
+		if !seen[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	return out, "", ""
+}
+
+func validID(id string) bool {
+	if len(id) > MaxIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// quote shows a client-given name in an error without echoing megabytes or
+// control characters.
+func quote(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	if !utf8.ValidString(s) {
+		s = "(invalid utf-8)"
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// jsonProblem describes a decode error without echoing the body.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q must be %s", te.Field, te.Type.String())
+	case errors.Is(err, io.EOF):
+		return "empty body"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "truncated JSON"
+	default:
+		s := err.Error()
+		if len(s) > 120 {
+			s = s[:120]
+		}
+		return s
+	}
+}

@@ -1,0 +1,97 @@
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"herald/wire"
+)
+
+// catchupPage is how many messages one Direct Get batch reads.
+const catchupPage = 128
+
+// catchupWorker serves queued catch-ups. The pool bounds concurrent store
+// reads, so a reconnect storm queues instead of flooding JetStream.
+func (gw *Gateway) catchupWorker() {
+	var frame []byte
+	for s := range gw.catchup {
+		if s == nil {
+			return
+		}
+		gw.m.catchupRuns.Inc()
+		frame = gw.runCatchup(s, frame)
+	}
+}
+
+// runCatchup sends the device every stored message after s.sent, in order,
+// page by page, then switches the sub to live delivery. Live copies that
+// arrived meanwhile only raised pendingMax; if one is beyond what the store
+// returned, the loop reads again, so switching to live loses nothing. When
+// the device's output is full the catch-up pauses and flush resumes it.
+func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
+	c := s.c
+	for {
+		c.mu.Lock()
+		if c.closed || c.state != stateReady {
+			c.mu.Unlock()
+			return frame
+		}
+		if c.pendingLocked() > gw.cfg.MaxOutBytes/2 {
+			s.resume = true
+			c.mu.Unlock()
+			c.schedule(evFlush)
+			return frame
+		}
+		from := s.sent + 1
+		c.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
+		msgs, _, err := gw.store.Fetch(ctx, s.ch.subject, from, catchupPage)
+		cancel()
+		if err != nil {
+			gw.m.storeErrors.Inc()
+			if gw.ctx.Err() == nil {
+				gw.log.Warn("catch-up read failed", "subject", s.ch.subject, "err", err)
+			}
+			c.fail(wire.CodeStoreUnavailable, "store unavailable: reconnect later")
+			return frame
+		}
+
+		now := time.Now()
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return frame
+		}
+		n := 0
+		for i := range msgs {
+			m := &msgs[i]
+			if m.Seq <= s.sent {
+				continue
+			}
+			s.sent = m.Seq
+			if !m.Expires.IsZero() && !m.Expires.After(now) {
+				continue // expired but not yet removed by the server
+			}
+			frame = (&wire.Push{Slot: s.slot, Seq: m.Seq, Flags: wire.FlagReplay, Time: m.Time.UnixMilli(),
+				Expires: unixMilli(m.Expires), Payload: m.Data}).Append(frame[:0])
+			c.appendLocked(frame)
+			n++
+		}
+		done := len(msgs) < catchupPage && s.pendingMax <= s.sent
+		if done {
+			s.syncing = false
+		}
+		c.mu.Unlock()
+		if n > 0 {
+			gw.m.catchupMsgs.Add(n)
+			for i := 0; i < n; i++ {
+				gw.m.frameOut(wire.TypePush)
+			}
+			c.schedule(evFlush)
+		}
+		if done {
+			return frame
+		}
+	}
+}

@@ -1,0 +1,395 @@
+package gateway
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/mailru/easygo/netpoll"
+	"golang.org/x/sys/unix"
+
+	"herald/wire"
+)
+
+// Connection states.
+const (
+	stateConnecting uint8 = iota // accepted, waiting for CONNECT
+	stateReady                   // authenticated
+	stateClosing                 // ERROR sent and write side shut; waiting for the peer to close
+)
+
+// Internal events, beside epoll's.
+const (
+	evFlush = 1 << 30 // output is pending
+)
+
+const readEvents netpoll.EpollEvent = netpoll.EPOLLIN | netpoll.EPOLLRDHUP | netpoll.EPOLLONESHOT
+
+// conn is one device connection. An idle connection holds no buffer: input
+// and output buffers come from pools when there is something to read or
+// write and go back when done. It is served by at most one worker at a time
+// (queued), so reading, parsing and writing need no more care than c.mu.
+type conn struct {
+	gw *Gateway
+	fd int
+	// nc keeps the socket open: the fd is used directly, and the net.Conn
+	// that owns it must not be collected while the connection lives.
+	nc interface{ Close() error }
+
+	mu       sync.Mutex
+	state    uint8
+	closed   bool
+	queued   bool   // in gw.work or being processed
+	armed    bool   // epoll interest armed (EPOLLONESHOT not yet consumed)
+	blocked  bool   // the last write hit EAGAIN: wait for EPOLLOUT
+	events   uint32 // pending events for the worker
+	deadline int64  // unix seconds: see wheel
+	hb       uint32 // heartbeat interval in seconds agreed with the device
+
+	in     []byte // a partial frame carried to the next read; nil when none
+	out    []byte // pending output from outPool; nil when none
+	outOff int    // bytes of out already written
+
+	app, user, device string
+	key               string // "<app>.<user>.<device>"
+	subs              []*sub // index = slot
+}
+
+var (
+	readPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+	outPool  = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+)
+
+// onEvent runs on the epoll goroutine: hand the connection to a worker.
+func (c *conn) onEvent(ev netpoll.EpollEvent) {
+	c.mu.Lock()
+	c.armed = false
+	c.mu.Unlock()
+	c.schedule(uint32(ev))
+}
+
+// schedule records events and queues the connection for a worker unless it
+// is already queued.
+func (c *conn) schedule(ev uint32) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.events |= ev
+	if c.queued {
+		c.mu.Unlock()
+		return
+	}
+	c.queued = true
+	c.mu.Unlock()
+	c.gw.work <- c
+}
+
+// process runs on a worker until no events are left, then re-arms epoll.
+func (c *conn) process() {
+	for {
+		c.mu.Lock()
+		ev := c.events
+		c.events = 0
+		if ev == 0 || c.closed {
+			c.queued = false
+			if !c.closed {
+				c.rearmLocked()
+			}
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		if ev&uint32(netpoll.EPOLLIN|netpoll.EPOLLRDHUP|netpoll.EPOLLHUP|netpoll.EPOLLERR) != 0 {
+			c.read()
+		}
+		if ev&uint32(netpoll.EPOLLOUT|evFlush) != 0 {
+			c.flush()
+		}
+	}
+}
+
+// rearmLocked re-arms the one-shot epoll interest: input always, output
+// while a write is blocked.
+func (c *conn) rearmLocked() {
+	if c.armed {
+		return
+	}
+	ev := readEvents
+	if c.blocked {
+		ev |= netpoll.EPOLLOUT
+	}
+	if err := c.gw.ep.Mod(c.fd, ev); err != nil {
+		// Deregistered: the connection is being closed.
+		return
+	}
+	c.armed = true
+}
+
+// maxReadsPerEvent bounds how long one busy connection holds a worker.
+const maxReadsPerEvent = 4
+
+// read drains the socket (up to maxReadsPerEvent reads) and handles every
+// complete frame.
+func (c *conn) read() {
+	bp := readPool.Get().(*[]byte)
+	defer readPool.Put(bp)
+	buf := *bp
+	for i := 0; i < maxReadsPerEvent; i++ {
+		n, err := unix.Read(c.fd, buf)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				return
+			}
+			c.close(0)
+			return
+		}
+		if n == 0 {
+			c.close(0) // the device closed
+			return
+		}
+		c.mu.Lock()
+		state := c.state
+		c.mu.Unlock()
+		if state == stateClosing {
+			continue // discard: we only wait for the peer to close
+		}
+		if !c.handleBytes(buf[:n]) {
+			return
+		}
+		if n < len(buf) {
+			return
+		}
+	}
+	// More may be waiting: come back after other connections had a turn.
+	c.mu.Lock()
+	c.events |= uint32(netpoll.EPOLLIN)
+	c.mu.Unlock()
+}
+
+// handleBytes parses frames from data (prefixed by any partial frame kept
+// from the last read). It returns false once the connection is failed.
+func (c *conn) handleBytes(data []byte) bool {
+	if len(c.in) > 0 {
+		c.in = append(c.in, data...)
+		data = c.in
+	}
+	max := c.gw.cfg.MaxFrame
+	for len(data) > 0 {
+		typ, body, n, err := wire.Split(data, max)
+		if errors.Is(err, wire.ErrShort) {
+			break
+		}
+		if err != nil {
+			switch {
+			case errors.Is(err, wire.ErrTooLarge):
+				c.fail(wire.CodeTooLarge, "frame larger than the negotiated maximum")
+			case errors.Is(err, wire.ErrUnknownType):
+				c.fail(wire.CodeUnknownType, "unknown frame type")
+			default:
+				c.fail(wire.CodeMalformed, "malformed frame header")
+			}
+			c.in = nil
+			return false
+		}
+		c.gw.m.frameIn(typ)
+		if !c.handleFrame(typ, body) {
+			c.in = nil
+			return false
+		}
+		data = data[n:]
+	}
+	if len(data) == 0 {
+		c.in = nil
+		return true
+	}
+	// Keep the partial frame. Its header was checked against max, so the
+	// copy is bounded.
+	rest := make([]byte, len(data), len(data)+512)
+	copy(rest, data)
+	c.in = rest
+	return true
+}
+
+// appendLocked queues a frame already encoded in b. c.mu must be held.
+func (c *conn) appendLocked(b []byte) {
+	if c.out == nil {
+		c.out = (*outPool.Get().(*[]byte))[:0]
+	}
+	c.out = append(c.out, b...)
+	c.gw.outPending.Add(int64(len(b)))
+}
+
+// pendingLocked is the number of output bytes not yet written.
+func (c *conn) pendingLocked() int { return len(c.out) - c.outOff }
+
+// flush writes pending output: one write for every frame queued so far
+// (frames queued while the device was busy are coalesced).
+func (c *conn) flush() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	for c.pendingLocked() > 0 {
+		n, err := unix.Write(c.fd, c.out[c.outOff:])
+		if n > 0 {
+			c.outOff += n
+			c.gw.outPending.Add(-int64(n))
+		}
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) {
+				c.blocked = true
+				c.mu.Unlock()
+				return
+			}
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			c.mu.Unlock()
+			c.close(0)
+			return
+		}
+	}
+	c.blocked = false
+	c.releaseOutLocked()
+	var resume []*sub
+	for _, s := range c.subs {
+		if s != nil && s.resume {
+			s.resume = false
+			resume = append(resume, s)
+		}
+	}
+	c.mu.Unlock()
+	for _, s := range resume {
+		c.gw.catchup <- s
+	}
+}
+
+func (c *conn) releaseOutLocked() {
+	if c.out == nil {
+		return
+	}
+	c.gw.outPending.Add(-int64(c.pendingLocked()))
+	if cap(c.out) <= 64<<10 {
+		b := c.out[:0]
+		outPool.Put(&b)
+	}
+	c.out, c.outOff = nil, 0
+}
+
+// send queues a frame and flushes it from this worker.
+func (c *conn) send(b []byte, t wire.Type) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.appendLocked(b)
+	c.mu.Unlock()
+	c.gw.m.frameOut(t)
+	c.flush()
+}
+
+// fail sends ERROR and closes the write side; the socket is kept (reads
+// discarded) until the device closes or a short linger passes, so the ERROR
+// is not lost to a reset.
+func (c *conn) fail(code wire.Code, reason string) {
+	c.mu.Lock()
+	if c.closed || c.state == stateClosing {
+		c.mu.Unlock()
+		return
+	}
+	wasReady := c.state == stateReady
+	c.state = stateClosing
+	var buf [wire.MaxHeaderLen + 16 + wire.MaxReasonLen]byte
+	c.appendLocked((&wire.Error{Code: code, Reason: []byte(reason)}).Append(buf[:0]))
+	c.deadline = c.gw.wheel.Now() + 2
+	c.mu.Unlock()
+	c.gw.m.frameOut(wire.TypeError)
+	c.gw.m.disconnects[code].Inc()
+	if m := c.gw.m.authFailures[code]; m != nil {
+		m.Inc()
+	}
+	c.gw.log.Debug("closing device connection", "code", code.String(), "reason", reason, "app", c.app, "device", c.device)
+	if wasReady {
+		c.gw.unregister(c)
+	}
+	c.flush()
+	_ = unix.Shutdown(c.fd, unix.SHUT_WR)
+	c.gw.wheel.add(c, c.deadline)
+}
+
+// goAway tells the device to reconnect elsewhere and closes the connection.
+func (c *conn) goAway(code wire.Code, reason string) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	var buf [64 + wire.MaxReasonLen]byte
+	c.appendLocked((&wire.GoAway{Code: code, Reason: []byte(reason)}).Append(buf[:0]))
+	c.mu.Unlock()
+	c.gw.m.frameOut(wire.TypeGoAway)
+	c.flush()
+	c.close(code)
+}
+
+// close releases the connection: epoll, socket, channels, buffers. code 0
+// means the device closed (or the socket failed).
+func (c *conn) close(code wire.Code) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	wasReady := c.state == stateReady
+	failed := c.state == stateClosing
+	c.closed = true
+	c.releaseOutLocked()
+	c.in = nil
+	c.mu.Unlock()
+
+	// Deregister before closing so the fd number cannot be reused while
+	// still registered.
+	_ = c.gw.ep.Del(c.fd)
+	_ = c.nc.Close()
+	c.gw.pending.Delete(c)
+	if wasReady {
+		c.gw.unregister(c)
+	}
+	if !failed {
+		if code == 0 {
+			c.gw.m.disconnectsEOF.Inc()
+		} else {
+			c.gw.m.disconnects[code].Inc()
+		}
+	}
+}
+
+// touch moves the idle deadline after a frame from the device.
+func (c *conn) touchLocked() {
+	if c.state == stateReady {
+		c.deadline = c.gw.wheel.Now() + idleDeadline(c.hb)
+	}
+}
+
+// idleDeadline is how long a device may stay silent: two heartbeat
+// intervals, so one lost PING is not fatal.
+func idleDeadline(hb uint32) int64 { return 2 * int64(hb) }
+
+// heartbeat clamps a device's requested interval to the configured bounds.
+func (gw *Gateway) heartbeat(requested uint32) uint32 {
+	min, max := uint32(gw.cfg.HeartbeatMin/time.Second), uint32(gw.cfg.HeartbeatMax/time.Second)
+	if requested == 0 {
+		return uint32(gw.cfg.Heartbeat / time.Second)
+	}
+	if requested < min {
+		return min
+	}
+	if requested > max {
+		return max
+	}
+	return requested
+}

@@ -1,0 +1,77 @@
+package gateway
+
+import (
+	"context"
+	"time"
+)
+
+// markDirty queues s for the next cursor write.
+func (gw *Gateway) markDirty(s *sub) {
+	gw.dirtyMu.Lock()
+	gw.dirty = append(gw.dirty, s)
+	gw.dirtyMu.Unlock()
+}
+
+// flushSoon asks the flusher to write cursors now (a device left: its next
+// connection, maybe elsewhere, should find its latest cursor).
+func (gw *Gateway) flushSoon() {
+	select {
+	case gw.flushNow <- struct{}{}:
+	default:
+	}
+}
+
+// cursorFlusher writes acknowledged cursors to KV every CursorFlush: one
+// write per device and channel per period, however many ACKs arrived.
+func (gw *Gateway) cursorFlusher() {
+	t := time.NewTicker(gw.cfg.CursorFlush)
+	defer t.Stop()
+	for {
+		select {
+		case <-gw.ctx.Done():
+			return
+		case <-t.C:
+			gw.flushCursors()
+		case <-gw.flushNow:
+			gw.flushCursors()
+		}
+	}
+}
+
+func (gw *Gateway) flushCursors() {
+	gw.dirtyMu.Lock()
+	batch := gw.dirty
+	gw.dirty = nil
+	gw.dirtyMu.Unlock()
+	for _, s := range batch {
+		c := s.c
+		c.mu.Lock()
+		seq := s.acked
+		s.dirty = false
+		c.mu.Unlock()
+		if seq <= s.flushed {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := gw.store.AdvanceCursor(ctx, s.cursorKey, seq)
+		cancel()
+		if err != nil {
+			gw.m.cursorErrors.Inc()
+			gw.log.Warn("cursor write failed; will retry", "err", err)
+			c.mu.Lock()
+			retry := !s.dirty
+			s.dirty = true
+			c.mu.Unlock()
+			if retry {
+				gw.markDirty(s)
+			}
+			continue
+		}
+		gw.m.cursorWrites.Inc()
+		c.mu.Lock()
+		if seq > s.flushed {
+			s.flushed = seq
+		}
+		c.mu.Unlock()
+	}
+}

@@ -1,0 +1,290 @@
+// Package gateway is herald's access layer: it holds device connections on an
+// epoll netpoll (mailru/easygo) with no goroutine per connection,
+// authenticates CONNECT, subscribes once per channel any local device listens
+// on, fans live messages out to per-connection output buffers, catches
+// devices up from the store, and records their acknowledgements as cursors.
+//
+// A gateway keeps nothing that cannot be rebuilt: it may die at any moment and
+// its devices reconnect elsewhere and resume from their cursors.
+//
+// Lock ordering (never take an earlier lock while holding a later one):
+//
+//	shardedMap shard lock  →  channel.mu  →  conn.mu  →  wheel.mu
+//	Gateway.dirtyMu is a leaf taken alone.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/mailru/easygo/netpoll"
+	"github.com/nats-io/nats.go"
+
+	"herald/config"
+	"herald/offline"
+	"herald/wire"
+)
+
+// Deps are the gateway's connections to the rest of herald.
+type Deps struct {
+	NC    *nats.Conn
+	Store *offline.Store
+	Apps  *offline.Apps
+	Log   *slog.Logger
+}
+
+// Gateway serves devices on one listener.
+type Gateway struct {
+	cfg   config.Gateway
+	nc    *nats.Conn
+	store *offline.Store
+	apps  *offline.Apps
+	log   *slog.Logger
+	m     *gwMetrics
+
+	ln      net.Listener
+	ep      *netpoll.Epoll
+	work    chan *conn
+	catchup chan *sub
+	live    []chan *nats.Msg
+	wheel   *wheel
+
+	chans   *shardedMap[*channel] // "<app>.<channel>" → channel
+	conns   *shardedMap[*conn]    // "<app>.<user>.<device>" → its connection
+	pending sync.Map              // *conn → struct{}: accepted, CONNECT not yet done
+
+	dirtyMu  sync.Mutex
+	dirty    []*sub // subs whose acked cursor is ahead of KV
+	flushNow chan struct{}
+
+	outPending atomic.Int64 // bytes queued for devices, all connections
+	stopping   atomic.Bool
+	ctx        context.Context
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+}
+
+// liveShards is the number of goroutines that read live messages. Each
+// channel always maps to the same shard, so its messages stay in order.
+const liveShards = 4
+
+// New prepares a gateway; Start opens its listener.
+func New(cfg config.Gateway, d Deps) *Gateway {
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	gw := &Gateway{
+		cfg: cfg, nc: d.NC, store: d.Store, apps: d.Apps, log: d.Log.With("component", "gateway"),
+		work:     make(chan *conn, 1<<16),
+		catchup:  make(chan *sub, 1<<16),
+		wheel:    newWheel(),
+		chans:    newShardedMap[*channel](),
+		conns:    newShardedMap[*conn](),
+		flushNow: make(chan struct{}, 1),
+	}
+	for i := 0; i < liveShards; i++ {
+		gw.live = append(gw.live, make(chan *nats.Msg, 1<<16))
+	}
+	gw.m = newMetrics(gw)
+	gw.ctx, gw.cancel = context.WithCancel(context.Background())
+	return gw
+}
+
+// Metrics returns the gateway's metrics set (written at /metrics).
+func (gw *Gateway) Metrics() *metrics.Set { return gw.m.set }
+
+// Addr is the listener's address once started.
+func (gw *Gateway) Addr() net.Addr { return gw.ln.Addr() }
+
+// Connections is the number of authenticated devices.
+func (gw *Gateway) Connections() int { return gw.conns.len() }
+
+// Start opens the listener and starts the gateway's goroutines: the accept
+// loop, the epoll loop, the worker pool, the catch-up pool, the live readers,
+// the timing wheel and the cursor flusher — a fixed number, whatever the
+// number of connections.
+func (gw *Gateway) Start() error {
+	ln, err := listen(gw.cfg.Listen, gw.cfg.ReusePort)
+	if err != nil {
+		return fmt.Errorf("gateway: cannot listen on %s: %w", gw.cfg.Listen, err)
+	}
+	ep, err := netpoll.EpollCreate(&netpoll.EpollConfig{OnWaitError: func(err error) {
+		gw.log.Error("epoll wait failed", "err", err)
+	}})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("gateway: cannot create epoll: %w", err)
+	}
+	gw.ln, gw.ep = ln, ep
+	gw.addNATSHandlers()
+
+	gw.spawn(func() { gw.wheel.run(gw.expire) })
+	for i := 0; i < gw.cfg.Workers; i++ {
+		gw.spawn(gw.worker)
+	}
+	for i := 0; i < gw.cfg.CatchupWorkers; i++ {
+		gw.spawn(gw.catchupWorker)
+	}
+	for _, ch := range gw.live {
+		ch := ch
+		gw.spawn(func() { gw.liveReader(ch) })
+	}
+	gw.spawn(gw.cursorFlusher)
+	gw.spawn(gw.acceptLoop)
+	gw.log.Info("gateway listening", "addr", ln.Addr().String())
+	return nil
+}
+
+func (gw *Gateway) spawn(fn func()) {
+	gw.wg.Add(1)
+	go func() {
+		defer gw.wg.Done()
+		fn()
+	}()
+}
+
+// addNATSHandlers makes the gateway re-sync every channel when NATS tells it
+// messages may have been missed: after a reconnect, and when one of its
+// subscriptions overflowed (slow consumer).
+func (gw *Gateway) addNATSHandlers() {
+	prevReconnect := gw.nc.Opts.ReconnectedCB
+	gw.nc.SetReconnectHandler(func(nc *nats.Conn) {
+		if prevReconnect != nil {
+			prevReconnect(nc)
+		}
+		gw.resyncAll("nats reconnected")
+	})
+	prevErr := gw.nc.Opts.AsyncErrorCB
+	gw.nc.SetErrorHandler(func(nc *nats.Conn, s *nats.Subscription, err error) {
+		if prevErr != nil {
+			prevErr(nc, s, err)
+		}
+		if errors.Is(err, nats.ErrSlowConsumer) && s != nil {
+			gw.m.natsSlow.Inc()
+			key, ok := offline.LiveKey(s.Subject)
+			if ch, found := gw.chans.get(key); ok && found {
+				ch.resync()
+			}
+		}
+	})
+}
+
+func (gw *Gateway) acceptLoop() {
+	var tempDelay time.Duration
+	for {
+		nc, err := gw.ln.Accept()
+		if err != nil {
+			if gw.stopping.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of fds or similar: back off instead of spinning.
+			if tempDelay == 0 {
+				tempDelay = 5 * time.Millisecond
+			} else if tempDelay < time.Second {
+				tempDelay *= 2
+			}
+			gw.log.Warn("accept failed", "err", err, "retry_in", tempDelay)
+			time.Sleep(tempDelay)
+			continue
+		}
+		tempDelay = 0
+		gw.accept(nc)
+	}
+}
+
+// accept registers a new connection with epoll and gives it ConnectTimeout
+// to send CONNECT.
+func (gw *Gateway) accept(nc net.Conn) {
+	fd, err := socketFD(nc, gw.cfg.UserTimeout)
+	if err != nil {
+		gw.log.Warn("cannot take socket fd", "err", err)
+		nc.Close()
+		return
+	}
+	c := &conn{gw: gw, fd: fd, nc: nc, armed: true}
+	c.deadline = gw.wheel.Now() + int64((gw.cfg.ConnectTimeout+time.Second-1)/time.Second)
+	gw.pending.Store(c, struct{}{})
+	gw.wheel.add(c, c.deadline)
+	if err := gw.ep.Add(fd, readEvents, c.onEvent); err != nil {
+		gw.pending.Delete(c)
+		gw.log.Warn("cannot register connection with epoll", "err", err)
+		nc.Close()
+	}
+}
+
+// worker serves connections whose socket is ready or that have output to
+// write. A connection is in the queue at most once (conn.queued).
+func (gw *Gateway) worker() {
+	for c := range gw.work {
+		if c == nil {
+			return
+		}
+		c.process()
+	}
+}
+
+// expire is the wheel's callback: close connections past their deadline.
+func (gw *Gateway) expire(c *conn, now int64) (keep bool, deadline int64) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false, 0
+	}
+	if c.deadline > now {
+		d := c.deadline
+		c.mu.Unlock()
+		return true, d
+	}
+	state := c.state
+	c.mu.Unlock()
+	switch state {
+	case stateConnecting:
+		c.fail(wire.CodeConnectTimeout, "no CONNECT in time")
+	case stateClosing:
+		c.close(0)
+	default:
+		c.fail(wire.CodeIdleTimeout, "no frame within the heartbeat deadline")
+	}
+	return false, 0
+}
+
+// Stop stops accepting, tells every device to go away (GOAWAY, shutdown),
+// writes the last cursors and waits for the gateway's goroutines.
+func (gw *Gateway) Stop() {
+	if !gw.stopping.CompareAndSwap(false, true) {
+		return
+	}
+	gw.ln.Close()
+	for _, c := range gw.conns.snapshot() {
+		c.goAway(wire.CodeShutdown, "gateway stopping")
+	}
+	gw.pending.Range(func(k, _ any) bool {
+		k.(*conn).close(wire.CodeShutdown)
+		return true
+	})
+	gw.flushCursors()
+	gw.cancel()
+	for _, ch := range gw.chans.snapshot() {
+		ch.unsubscribe()
+	}
+	for i := 0; i < gw.cfg.Workers; i++ {
+		gw.work <- nil
+	}
+	for i := 0; i < gw.cfg.CatchupWorkers; i++ {
+		gw.catchup <- nil
+	}
+	for _, ch := range gw.live {
+		ch <- nil
+	}
+	gw.wheel.close()
+	gw.ep.Close()
+	gw.wg.Wait()
+	gw.log.Info("gateway stopped")
+}

@@ -1,0 +1,81 @@
+package gateway
+
+import (
+	"fmt"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"herald/wire"
+)
+
+// gwMetrics are created once per gateway in its own Set, never looked up per
+// frame, so several gateways can live in one process (tests) without clashing.
+type gwMetrics struct {
+	set *metrics.Set
+
+	connects       *metrics.Counter
+	disconnects    map[wire.Code]*metrics.Counter
+	disconnectsEOF *metrics.Counter
+	authFailures   map[wire.Code]*metrics.Counter
+	framesIn       [16]*metrics.Counter
+	framesOut      [16]*metrics.Counter
+	slowConsumers  *metrics.Counter
+	natsSlow       *metrics.Counter
+	catchupMsgs    *metrics.Counter
+	catchupRuns    *metrics.Counter
+	liveMsgs       *metrics.Counter
+	staleAcks      *metrics.Counter
+	cursorWrites   *metrics.Counter
+	cursorErrors   *metrics.Counter
+	storeErrors    *metrics.Counter
+	deliveryLat    *metrics.Histogram
+}
+
+func newMetrics(gw *Gateway) *gwMetrics {
+	s := metrics.NewSet()
+	m := &gwMetrics{
+		set:            s,
+		connects:       s.NewCounter(`herald_gateway_connects_total`),
+		disconnects:    map[wire.Code]*metrics.Counter{},
+		disconnectsEOF: s.NewCounter(`herald_gateway_disconnects_total{reason="peer_closed"}`),
+		authFailures:   map[wire.Code]*metrics.Counter{},
+		slowConsumers:  s.NewCounter(`herald_gateway_slow_consumers_total`),
+		natsSlow:       s.NewCounter(`herald_gateway_nats_slow_consumer_total`),
+		catchupMsgs:    s.NewCounter(`herald_gateway_catchup_messages_total`),
+		catchupRuns:    s.NewCounter(`herald_gateway_catchup_runs_total`),
+		liveMsgs:       s.NewCounter(`herald_gateway_live_messages_total`),
+		staleAcks:      s.NewCounter(`herald_gateway_stale_acks_total`),
+		cursorWrites:   s.NewCounter(`herald_gateway_cursor_writes_total`),
+		cursorErrors:   s.NewCounter(`herald_gateway_errors_total{kind="cursor_write"}`),
+		storeErrors:    s.NewCounter(`herald_gateway_errors_total{kind="store_read"}`),
+		deliveryLat:    s.NewHistogram(`herald_gateway_delivery_latency_seconds`),
+	}
+	for _, c := range wire.Codes() {
+		m.disconnects[c] = s.NewCounter(fmt.Sprintf(`herald_gateway_disconnects_total{reason=%q}`, c.String()))
+		if c.Auth() {
+			m.authFailures[c] = s.NewCounter(fmt.Sprintf(`herald_gateway_auth_failures_total{reason=%q}`, c.String()))
+		}
+	}
+	for t := wire.Type(1); t < 16; t++ {
+		if t.Known() {
+			m.framesIn[t] = s.NewCounter(fmt.Sprintf(`herald_gateway_frames_in_total{type=%q}`, t.String()))
+			m.framesOut[t] = s.NewCounter(fmt.Sprintf(`herald_gateway_frames_out_total{type=%q}`, t.String()))
+		}
+	}
+	s.NewGauge(`herald_gateway_connections`, func() float64 { return float64(gw.conns.len()) })
+	s.NewGauge(`herald_gateway_nats_subscriptions`, func() float64 { return float64(gw.chans.len()) })
+	s.NewGauge(`herald_gateway_outbound_bytes_pending`, func() float64 { return float64(gw.outPending.Load()) })
+	return m
+}
+
+func (m *gwMetrics) frameIn(t wire.Type) {
+	if int(t) < len(m.framesIn) && m.framesIn[t] != nil {
+		m.framesIn[t].Inc()
+	}
+}
+
+func (m *gwMetrics) frameOut(t wire.Type) {
+	if int(t) < len(m.framesOut) && m.framesOut[t] != nil {
+		m.framesOut[t].Inc()
+	}
+}

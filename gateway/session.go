@@ -1,0 +1,199 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"herald/config"
+	"herald/offline"
+	"herald/token"
+	"herald/wire"
+)
+
+// handleFrame handles one frame from the device. It returns false once the
+// connection is failed.
+func (c *conn) handleFrame(t wire.Type, body []byte) bool {
+	c.mu.Lock()
+	state := c.state
+	c.touchLocked()
+	c.mu.Unlock()
+	switch {
+	case state == stateConnecting && t == wire.TypeConnect:
+		return c.handleConnect(body)
+	case state == stateConnecting:
+		c.fail(wire.CodeUnexpected, "the first frame must be CONNECT")
+		return false
+	case t == wire.TypeAck:
+		var a wire.Ack
+		if err := a.Decode(body); err != nil {
+			c.fail(wire.CodeMalformed, "malformed ACK")
+			return false
+		}
+		return c.handleAck(a.Slot, a.Seq)
+	case t == wire.TypePing:
+		var p wire.Ping
+		if err := p.Decode(body); err != nil {
+			c.fail(wire.CodeMalformed, "malformed PING")
+			return false
+		}
+		c.mu.Lock()
+		if p.Interval != 0 {
+			c.hb = c.gw.heartbeat(p.Interval)
+			c.touchLocked()
+		}
+		c.mu.Unlock()
+		var buf [wire.MaxHeaderLen]byte
+		c.send(wire.AppendPong(buf[:0]), wire.TypePong)
+		return true
+	default:
+		c.fail(wire.CodeUnexpected, "frame "+t.String()+" is not allowed from a device")
+		return false
+	}
+}
+
+// authCode maps a token error to its protocol code.
+func authCode(err error) wire.Code {
+	switch {
+	case errors.Is(err, token.ErrMissing):
+		return wire.CodeTokenMissing
+	case errors.Is(err, token.ErrExpired):
+		return wire.CodeTokenExpired
+	case errors.Is(err, token.ErrAppMismatch):
+		return wire.CodeAppMismatch
+	case errors.Is(err, token.ErrDeviceMismatch):
+		return wire.CodeDeviceMismatch
+	default:
+		return wire.CodeTokenInvalid
+	}
+}
+
+// handleConnect authenticates the device, subscribes its channels, answers
+// CONNACK and starts catching it up from its cursors.
+func (c *conn) handleConnect(body []byte) bool {
+	gw := c.gw
+	var f wire.Connect
+	if err := f.Decode(body); err != nil {
+		c.fail(wire.CodeMalformed, "malformed CONNECT")
+		return false
+	}
+	if f.Version != wire.Version {
+		c.fail(wire.CodeBadVersion, "unsupported protocol version")
+		return false
+	}
+	app, device := string(f.App), string(f.Device)
+	if !config.ValidName(device) {
+		c.fail(wire.CodeMalformed, "invalid device name")
+		return false
+	}
+	a, ok := gw.apps.Get(app)
+	if !config.ValidName(app) || !ok {
+		c.fail(wire.CodeUnknownApp, "unknown app")
+		return false
+	}
+	user, err := token.Verify(f.Token, app, device, a.SecretBytes())
+	if err == nil && !config.ValidName(user) {
+		err = token.ErrInvalid
+	}
+	if err != nil {
+		c.fail(authCode(err), err.Error())
+		return false
+	}
+
+	// The device's cursor for its user channel, or the one its last ACKs left in KV.
+	channel := offline.UserChannel(user)
+	var cursor uint64
+	given := false
+	for _, cur := range f.Cursors {
+		if string(cur.Channel) == channel {
+			cursor, given = cur.Seq, true
+		}
+	}
+	ckey := offline.CursorKey(app, user, device, channel)
+	if !given {
+		ctx, cancel := context.WithTimeout(gw.ctx, 5*time.Second)
+		cursor, err = gw.store.Cursor(ctx, ckey)
+		cancel()
+		if err != nil {
+			gw.m.storeErrors.Inc()
+			c.fail(wire.CodeStoreUnavailable, "cursor store unavailable")
+			return false
+		}
+	}
+
+	c.mu.Lock()
+	if c.closed || c.state != stateConnecting {
+		c.mu.Unlock()
+		return false
+	}
+	c.app, c.user, c.device = app, user, device
+	c.key = app + "." + user + "." + device
+	c.hb = gw.heartbeat(f.Heartbeat)
+	c.state = stateReady
+	c.deadline = gw.wheel.Now() + idleDeadline(c.hb)
+	s := &sub{c: c, slot: 0, cursorKey: ckey, sent: cursor, acked: cursor, flushed: cursor, syncing: true}
+	c.subs = []*sub{s}
+	ack := wire.ConnAck{
+		Version:      wire.Version,
+		HeartbeatMin: uint32(gw.cfg.HeartbeatMin / time.Second),
+		HeartbeatMax: uint32(gw.cfg.HeartbeatMax / time.Second),
+		Heartbeat:    c.hb,
+		MaxFrame:     uint32(gw.cfg.MaxFrame),
+		Channels:     []wire.Channel{{Slot: 0, Name: []byte(channel), Seq: cursor}},
+	}
+	// CONNACK goes out before any PUSH: queue it before the channel is live.
+	c.appendLocked(ack.Append(nil))
+	c.mu.Unlock()
+	gw.m.frameOut(wire.TypeConnAck)
+	gw.wheel.add(c, c.deadline)
+	gw.pending.Delete(c)
+
+	// Replace an older connection of the same device on this gateway.
+	var old *conn
+	gw.conns.update(c.key, func(m map[string]*conn) {
+		old = m[c.key]
+		m[c.key] = c
+	})
+	if old != nil {
+		old.fail(wire.CodeReplaced, "the device connected again")
+	}
+	gw.m.connects.Inc()
+
+	// Live first, then the store: nothing published in between is missed.
+	if err := gw.join(s, app, channel); err != nil {
+		gw.log.Warn("cannot subscribe channel", "err", err)
+		c.fail(wire.CodeInternal, "cannot subscribe")
+		return false
+	}
+	c.flush()
+	gw.catchup <- s
+	return true
+}
+
+// handleAck records a cumulative acknowledgement. Cursors only move forward:
+// stale or repeated ACKs change nothing and cost no KV write.
+func (c *conn) handleAck(slot uint32, seq uint64) bool {
+	c.mu.Lock()
+	if int(slot) >= len(c.subs) || c.subs[slot] == nil {
+		c.mu.Unlock()
+		c.fail(wire.CodeBadChannel, "ACK for an unknown channel slot")
+		return false
+	}
+	s := c.subs[slot]
+	if seq > s.sent {
+		seq = s.sent // never acknowledge what was not sent
+	}
+	if seq <= s.acked {
+		c.mu.Unlock()
+		c.gw.m.staleAcks.Inc()
+		return true
+	}
+	s.acked = seq
+	mark := !s.dirty
+	s.dirty = true
+	c.mu.Unlock()
+	if mark {
+		c.gw.markDirty(s)
+	}
+	return true
+}

@@ -1,0 +1,70 @@
+package gateway
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+const shardCount = 64
+
+var shardSeed = maphash.MakeSeed()
+
+func shardOf(key string) int { return int(maphash.String(shardSeed, key) % shardCount) }
+
+// shardedMap is a string-keyed map split over 64 locks, like centrifuge's
+// hub shards, so connects on many cores do not contend on one mutex.
+type shardedMap[V any] struct {
+	shards [shardCount]struct {
+		sync.Mutex
+		m map[string]V
+	}
+}
+
+func newShardedMap[V any]() *shardedMap[V] {
+	s := &shardedMap[V]{}
+	for i := range s.shards {
+		s.shards[i].m = map[string]V{}
+	}
+	return s
+}
+
+// update runs fn with the shard of key locked and its map.
+func (s *shardedMap[V]) update(key string, fn func(m map[string]V)) {
+	sh := &s.shards[shardOf(key)]
+	sh.Lock()
+	fn(sh.m)
+	sh.Unlock()
+}
+
+func (s *shardedMap[V]) get(key string) (V, bool) {
+	sh := &s.shards[shardOf(key)]
+	sh.Lock()
+	v, ok := sh.m[key]
+	sh.Unlock()
+	return v, ok
+}
+
+// snapshot returns every value (for shutdown and resync).
+func (s *shardedMap[V]) snapshot() []V {
+	var out []V
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.Lock()
+		for _, v := range sh.m {
+			out = append(out, v)
+		}
+		sh.Unlock()
+	}
+	return out
+}
+
+func (s *shardedMap[V]) len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.Lock()
+		n += len(sh.m)
+		sh.Unlock()
+	}
+	return n
+}

@@ -1,0 +1,141 @@
+// Package node assembles one herald process from its parts: an embedded
+// nats-server with JetStream (or a NATS URL), the store, the dispatcher and
+// the gateway. cmd/herald runs it; tests start it in-process.
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"herald/config"
+	"herald/dispatcher"
+	"herald/gateway"
+	hnats "herald/nats"
+	"herald/offline"
+)
+
+// Roles a node runs.
+type Roles struct {
+	EmbeddedNATS bool // start nats-server in-process (serve)
+	Dispatcher   bool
+	Gateway      bool
+}
+
+// Node is a running herald process.
+type Node struct {
+	cfg        config.Config
+	log        *slog.Logger
+	NATS       *server.Server // nil unless embedded
+	NC         *nats.Conn
+	Store      *offline.Store
+	Apps       *offline.Apps
+	Dispatcher *dispatcher.Dispatcher
+	Gateway    *gateway.Gateway
+}
+
+// Start brings up the roles in order: NATS, store, apps, dispatcher, gateway.
+// On error, what was started is stopped again.
+func Start(cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error) {
+	n = &Node{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			n.Stop()
+			n = nil
+		}
+	}()
+	url := cfg.NATS.URL
+	if roles.EmbeddedNATS {
+		n.NATS, err = hnats.StartEmbedded(hnats.EmbeddedConfig{Listen: cfg.NATS.Listen, StoreDir: filepath.Join(cfg.Data)})
+		if err != nil {
+			return n, err
+		}
+		url = n.NATS.ClientURL()
+		log.Info("embedded nats-server ready", "url", url, "store", cfg.Data)
+	}
+	if url == "" {
+		return n, fmt.Errorf("node: nats.url is required (--nats)")
+	}
+	n.NC, err = hnats.Connect(url, "herald", log, nats.Timeout(5*time.Second))
+	if err != nil {
+		return n, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n.Store, err = offline.Open(ctx, n.NC, cfg.Store)
+	if err != nil {
+		return n, err
+	}
+	if err := n.seedApps(ctx); err != nil {
+		return n, err
+	}
+	n.Apps, err = n.Store.WatchApps(ctx, log)
+	if err != nil {
+		return n, err
+	}
+	if roles.Gateway {
+		n.Gateway = gateway.New(cfg.Gateway, gateway.Deps{NC: n.NC, Store: n.Store, Apps: n.Apps, Log: log})
+		if err := n.Gateway.Start(); err != nil {
+			n.Gateway = nil
+			return n, err
+		}
+	}
+	if roles.Dispatcher {
+		var extra func(io.Writer)
+		if n.Gateway != nil {
+			g := n.Gateway
+			extra = func(w io.Writer) { g.Metrics().WritePrometheus(w) }
+		}
+		n.Dispatcher = dispatcher.New(cfg.API, cfg.Store, dispatcher.Deps{NC: n.NC, Store: n.Store, Apps: n.Apps, Log: log, WriteMetrics: extra})
+		if err := n.Dispatcher.Start(); err != nil {
+			n.Dispatcher = nil
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// seedApps writes the configured apps (and demo with Dev) to the apps bucket.
+func (n *Node) seedApps(ctx context.Context) error {
+	apps := n.cfg.Apps
+	if n.cfg.Dev {
+		apps = append(apps, config.App{Name: config.DemoApp, Keys: []string{config.DemoKey}, Secrets: []string{config.DemoSecret}})
+	}
+	for _, a := range apps {
+		rec := offline.App{Name: a.Name, Secrets: a.Secrets, MaxPayload: a.MaxPayload}
+		for _, k := range a.Keys {
+			rec.KeyHashes = append(rec.KeyHashes, offline.HashKey(k))
+		}
+		if err := n.Store.PutApp(ctx, rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stop stops the roles in reverse order.
+func (n *Node) Stop() {
+	if n.Dispatcher != nil {
+		n.Dispatcher.Stop()
+	}
+	if n.Gateway != nil {
+		n.Gateway.Stop()
+	}
+	if n.Apps != nil {
+		n.Apps.Stop()
+	}
+	if n.NC != nil {
+		_ = n.NC.Flush()
+		n.NC.Close()
+	}
+	if n.NATS != nil {
+		n.NATS.Shutdown()
+		n.NATS.WaitForShutdown()
+	}
+}
