@@ -50,4 +50,3 @@ Stop with Ctrl-C.
 	n.Stop()
 	return nil
 }
-
