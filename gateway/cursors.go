@@ -31,19 +31,27 @@ func (gw *Gateway) cursorFlusher() {
 		case <-gw.ctx.Done():
 			return
 		case <-t.C:
-			gw.flushCursors()
+			gw.flushCursors(gw.ctx)
 		case <-gw.flushNow:
-			gw.flushCursors()
+			gw.flushCursors(gw.ctx)
 		}
 	}
 }
 
-func (gw *Gateway) flushCursors() {
+// flushCursors writes every dirty cursor; each write is bounded by 5s and
+// all of them by ctx. What is not written stays dirty for the next round.
+func (gw *Gateway) flushCursors(ctx context.Context) {
 	gw.dirtyMu.Lock()
 	batch := gw.dirty
 	gw.dirty = nil
 	gw.dirtyMu.Unlock()
-	for _, s := range batch {
+	for i, s := range batch {
+		if ctx.Err() != nil {
+			gw.dirtyMu.Lock()
+			gw.dirty = append(gw.dirty, batch[i:]...)
+			gw.dirtyMu.Unlock()
+			return
+		}
 		c := s.c
 		c.mu.Lock()
 		seq := s.acked
@@ -52,8 +60,8 @@ func (gw *Gateway) flushCursors() {
 		if seq <= s.flushed {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := gw.store.AdvanceCursor(ctx, s.cursorKey, seq)
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := gw.store.AdvanceCursor(wctx, s.cursorKey, seq)
 		cancel()
 		if err != nil {
 			gw.m.cursorErrors.Inc()

@@ -269,8 +269,10 @@ func (gw *Gateway) Stop() {
 		k.(*conn).close(wire.CodeShutdown)
 		return true
 	})
-	gw.flushCursors()
-	gw.cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	gw.cancel() // the flusher stops; this last flush has its own deadline
+	gw.flushCursors(ctx)
+	cancel()
 	for _, ch := range gw.chans.snapshot() {
 		ch.unsubscribe()
 	}

@@ -131,7 +131,9 @@ func (n *Node) Stop() {
 		n.Apps.Stop()
 	}
 	if n.NC != nil {
-		_ = n.NC.Flush()
+		if n.NC.IsConnected() {
+			_ = n.NC.FlushTimeout(2 * time.Second)
+		}
 		n.NC.Close()
 	}
 	if n.NATS != nil {

@@ -85,5 +85,10 @@ func Verify(tok []byte, app, device string, secrets [][]byte) (user string, err 
 			return "", ErrInvalid
 		}
 	}
+	// No secret of this app signed it: say so plainly when it names another app.
+	var c Claims
+	if _, _, err := parser.ParseUnverified(string(tok), &c); err == nil && c.App != app {
+		return "", ErrAppMismatch
+	}
 	return "", lastErr
 }

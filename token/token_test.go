@@ -40,6 +40,8 @@ func TestVerify(t *testing.T) {
 	f("expired", expired, "d1", [][]byte{secret}, "", ErrExpired)
 	f("no exp", noExp, "d1", [][]byte{secret}, "", ErrExpired)
 	f("other app", otherApp, "d1", [][]byte{secret}, "", ErrAppMismatch)
+	otherAppSecret, _ := Sign([]byte("other-secret"), "other", "alice", "d1", time.Minute)
+	f("other app, its own secret", otherAppSecret, "d1", [][]byte{secret}, "", ErrAppMismatch)
 	f("other device", good, "d2", [][]byte{secret}, "", ErrDeviceMismatch)
 	f("bad signature", badSig, "d1", [][]byte{secret}, "", ErrInvalid)
 	f("alg none", none, "d1", [][]byte{secret}, "", ErrInvalid)

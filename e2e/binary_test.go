@@ -1,0 +1,228 @@
+package e2e
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildHerald builds the herald binary once per test binary run.
+func buildHerald(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "herald")
+	cmd := exec.Command("go", "build", "-o", bin, "herald/cmd/herald")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("go build: %v", err)
+	}
+	return bin
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// process is a started binary whose output is captured.
+type process struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu  chan struct{}
+	buf bytes.Buffer
+}
+
+func newSyncBuffer() *syncBuffer { b := &syncBuffer{mu: make(chan struct{}, 1)}; return b }
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu <- struct{}{}
+	defer func() { <-b.mu }()
+	return b.buf.Write(p)
+}
+func (b *syncBuffer) String() string {
+	b.mu <- struct{}{}
+	defer func() { <-b.mu }()
+	return b.buf.String()
+}
+
+// start runs a shell command line (as a README reader would type it) in dir.
+func start(t testing.TB, dir, line string) *process {
+	t.Helper()
+	cmd := exec.Command("bash", "-c", line)
+	cmd.Dir = dir
+	p := &process{cmd: cmd, out: newSyncBuffer(), done: make(chan error, 1)}
+	cmd.Stdout = p.out
+	cmd.Stderr = p.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+			}
+		}
+	})
+	return p
+}
+
+func (p *process) wait(t testing.TB, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err
+	case <-time.After(timeout):
+		t.Fatalf("%q still running after %v; output:\n%s", p.cmd.Args, timeout, p.out.String())
+		return nil
+	}
+}
+
+// gatewayConnections reads herald_gateway_connections from /metrics.
+func gatewayConnections(api string) string {
+	resp, err := http.Get(api + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^herald_gateway_connections (\d+)$`).FindSubmatch(b)
+	if m == nil {
+		return ""
+	}
+	return string(m[1])
+}
+
+// TestReadmeTour builds the binary, starts `herald serve --dev` as a process
+// and runs the README's tour commands exactly as written (ports and binary
+// path substituted), checking the outputs the README promises.
+func TestReadmeTour(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tour := string(readme)
+	i, j := strings.Index(tour, "<!-- tour -->"), strings.Index(tour, "<!-- /tour -->")
+	if i < 0 || j < i {
+		t.Fatal("README has no <!-- tour --> section")
+	}
+	tour = tour[i:j]
+	var commands, expected []string
+	for _, block := range regexp.MustCompile("(?s)```(\\w*)\n(.*?)```").FindAllStringSubmatch(tour, -1) {
+		if block[1] == "sh" {
+			commands = append(commands, strings.TrimSpace(block[2]))
+		} else {
+			expected = append(expected, strings.TrimSpace(block[2]))
+		}
+	}
+	if len(commands) != 4 || len(expected) != 1 {
+		t.Fatalf("tour has %d commands and %d output blocks; this test knows 4 and 1", len(commands), len(expected))
+	}
+	for _, promise := range []string{
+		`{"messages":[{"user":"alice","seq":1}],"duplicate":false}`,
+		`{"channel":"u.alice","seq":1,"data":"hello"}`,
+	} {
+		if !strings.Contains(tour, promise) {
+			t.Fatalf("README tour no longer promises %s", promise)
+		}
+	}
+
+	bin := buildHerald(t)
+	dir := t.TempDir()
+	api, dev, natsAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	server := start(t, dir, bin+" serve --dev --http "+api+" --tcp "+dev+" --nats-listen "+natsAddr)
+	waitFor(t, 20*time.Second, "herald serve to print its banner", func() bool {
+		return strings.Contains(server.out.String(), "herald is running")
+	})
+	out := server.out.String()
+	for _, want := range []string{"DEV MODE", "herald listen", "herald push"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("serve output lacks %q:\n%s", want, out)
+		}
+	}
+	sub := strings.NewReplacer("./bin/herald", bin, "127.0.0.1:8080", api, "127.0.0.1:7070", dev)
+	for i := range commands {
+		commands[i] = sub.Replace(commands[i])
+	}
+	apiURL := "http://" + api
+
+	// 1. listen (waits), 2. push: the listener prints hello and exits.
+	l1 := start(t, dir, commands[0])
+	waitFor(t, 10*time.Second, "the listener to connect", func() bool { return gatewayConnections(apiURL) == "1" })
+	p1 := start(t, dir, commands[1])
+	if err := p1.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("push: %v\n%s", err, p1.out.String())
+	}
+	if got := strings.TrimSpace(p1.out.String()); got != `{"messages":[{"user":"alice","seq":1}],"duplicate":false}` {
+		t.Fatalf("push printed %s", got)
+	}
+	if err := l1.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("listen: %v\n%s", err, l1.out.String())
+	}
+	if got := strings.TrimSpace(l1.out.String()); got != `{"channel":"u.alice","seq":1,"data":"hello"}` {
+		t.Fatalf("listen printed %s", got)
+	}
+	// 3. push while alice is offline, 4. listen again: only the new message.
+	p2 := start(t, dir, commands[2])
+	if err := p2.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("second push: %v\n%s", err, p2.out.String())
+	}
+	l2 := start(t, dir, commands[3])
+	if err := l2.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("second listen: %v\n%s", err, l2.out.String())
+	}
+	if got, want := strings.TrimSpace(l2.out.String()), expected[0]; got != want {
+		t.Fatalf("second listen printed\n%s\nREADME promises\n%s", got, want)
+	}
+
+	// SIGTERM stops the server cleanly.
+	server.cmd.Process.Signal(syscall.SIGTERM)
+	if err := server.wait(t, 15*time.Second); err != nil {
+		t.Fatalf("serve exited with %v:\n%s", err, server.out.String())
+	}
+}
+
+// A bad flag value names its field and exits non-zero.
+func TestServeRejectsBadConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildHerald(t)
+	f := func(args, want string) {
+		t.Helper()
+		p := start(t, t.TempDir(), bin+" "+args)
+		err := p.wait(t, 20*time.Second)
+		if err == nil || !strings.Contains(p.out.String(), want) {
+			t.Fatalf("%s: err %v, output %q lacks %q", args, err, p.out.String(), want)
+		}
+	}
+	f("serve --dev --http 0.0.0.0:8080", "api.listen")
+	f("serve --tcp nonsense", "gateway.listen")
+	f("serve --max-payload lots", "api.max_payload")
+	f("bogus", "unknown command")
+}
