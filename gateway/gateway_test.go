@@ -1,0 +1,217 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"herald/config"
+	"herald/nats/natstest"
+	"herald/offline"
+	"herald/token"
+	"herald/wire"
+)
+
+// harness is a gateway on a real embedded NATS with the demo app.
+type harness struct {
+	t     *testing.T
+	nc    *nats.Conn
+	store *offline.Store
+	gw    *Gateway
+}
+
+func newHarness(t *testing.T, mod func(*config.Gateway)) *harness {
+	t.Helper()
+	_, url := natstest.Start(t)
+	nc := natstest.Connect(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	store, err := offline.Open(ctx, nc, config.Default().Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.PutApp(ctx, offline.App{Name: "demo", KeyHashes: []string{offline.HashKey("k")}, Secrets: []string{"s"}}); err != nil {
+		t.Fatal(err)
+	}
+	apps, err := store.WatchApps(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(apps.Stop)
+	cfg := config.Default().Gateway
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Workers = 2
+	cfg.CatchupWorkers = 2
+	cfg.CursorFlush = 50 * time.Millisecond
+	if mod != nil {
+		mod(&cfg)
+	}
+	gw := New(cfg, Deps{NC: nc, Store: store, Apps: apps})
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Stop)
+	return &harness{t: t, nc: nc, store: store, gw: gw}
+}
+
+func (h *harness) publish(user, data string) uint64 {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := h.store.PublishAll(ctx, []offline.Publish{{App: "demo", Channel: offline.UserChannel(user), Data: []byte(data)}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return res[0].Seq
+}
+
+// dev is a hand-driven device connection.
+type dev struct {
+	t   *testing.T
+	nc  net.Conn
+	r   *bufio.Reader
+	buf []byte
+}
+
+func (h *harness) connect(user string, hb uint32, cursors ...wire.Cursor) *dev {
+	h.t.Helper()
+	nc, err := net.Dial("tcp", h.gw.Addr().String())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { nc.Close() })
+	tok, _ := token.Sign([]byte("s"), "demo", user, "d1", time.Hour)
+	d := &dev{t: h.t, nc: nc, r: bufio.NewReader(nc)}
+	d.write((&wire.Connect{Version: 1, App: []byte("demo"), Device: []byte("d1"), Token: []byte(tok), Heartbeat: hb, Cursors: cursors}).Append(nil))
+	if typ, _ := d.read(); typ != wire.TypeConnAck {
+		h.t.Fatalf("got %s, want CONNACK", typ)
+	}
+	return d
+}
+
+func (d *dev) write(b []byte) {
+	d.t.Helper()
+	if _, err := d.nc.Write(b); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *dev) read() (wire.Type, []byte) {
+	d.t.Helper()
+	d.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	typ, body, nb, err := wire.ReadFrame(d.r, d.buf, wire.DefaultMaxFrame)
+	d.buf = nb
+	if err != nil {
+		d.t.Fatalf("read: %v", err)
+	}
+	return typ, body
+}
+
+func (d *dev) push() wire.Push {
+	d.t.Helper()
+	typ, body := d.read()
+	if typ != wire.TypePush {
+		d.t.Fatalf("got %s, want PUSH", typ)
+	}
+	var p wire.Push
+	if err := p.Decode(body); err != nil {
+		d.t.Fatal(err)
+	}
+	p.Payload = append([]byte(nil), p.Payload...)
+	return p
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Live copies the gateway never saw leave a gap that Nats-Last-Sequence
+// reveals on the next message: the gateway reads the missing ones from the
+// store and the device gets all of them, in order.
+func TestGapDetection(t *testing.T) {
+	h := newHarness(t, nil)
+	d := h.connect("alice", 0)
+	s1 := h.publish("alice", "one")
+	if p := d.push(); p.Seq != s1 {
+		t.Fatalf("first: %+v", p)
+	}
+	// Take the gateway's subscription away, so it misses two live copies.
+	ch, ok := h.gw.chans.get(offline.ChannelKey("demo", "u.alice"))
+	if !ok {
+		t.Fatal("no channel for alice")
+	}
+	if err := ch.nsub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	h.nc.Flush()
+	s2 := h.publish("alice", "two")
+	s3 := h.publish("alice", "three")
+	ch.nsub, _ = h.nc.ChanSubscribe(offline.LiveSubject("demo", "u.alice"), h.gw.live[shardOf(ch.key)%liveShards])
+	h.nc.Flush()
+	runs := h.gw.m.catchupRuns.Get()
+	s4 := h.publish("alice", "four")
+	for _, want := range []uint64{s2, s3, s4} {
+		if p := d.push(); p.Seq != want {
+			t.Fatalf("got seq %d want %d", p.Seq, want)
+		}
+	}
+	if h.gw.m.catchupRuns.Get() == runs {
+		t.Fatal("the gap was not repaired by a catch-up")
+	}
+}
+
+// ACKs move the KV cursor forward only, coalesced.
+func TestAcksMoveCursorForward(t *testing.T) {
+	h := newHarness(t, nil)
+	d := h.connect("alice", 0)
+	var seqs []uint64
+	for i := 0; i < 3; i++ {
+		seqs = append(seqs, h.publish("alice", "m"))
+		d.push()
+	}
+	key := offline.CursorKey("demo", "alice", "d1", "u.alice")
+	cursor := func() uint64 { c, _ := h.store.Cursor(context.Background(), key); return c }
+	d.write((&wire.Ack{Seq: seqs[1]}).Append(nil))
+	waitFor(t, 5*time.Second, "cursor at the second message", func() bool { return cursor() == seqs[1] })
+	stale := h.gw.m.staleAcks.Get()
+	d.write((&wire.Ack{Seq: seqs[0]}).Append(nil)) // stale
+	d.write((&wire.Ack{Seq: seqs[1]}).Append(nil)) // repeated
+	waitFor(t, 5*time.Second, "stale ACKs counted", func() bool { return h.gw.m.staleAcks.Get() == stale+2 })
+	d.write((&wire.Ack{Seq: seqs[2] + 100}).Append(nil)) // beyond what was sent: clamped
+	waitFor(t, 5*time.Second, "cursor at the last message", func() bool { return cursor() == seqs[2] })
+}
+
+// A device that sends nothing within twice its heartbeat interval is closed.
+func TestHeartbeatDeadline(t *testing.T) {
+	h := newHarness(t, func(c *config.Gateway) { c.HeartbeatMin = time.Second })
+	d := h.connect("alice", 1)
+	start := time.Now()
+	typ, body := d.read()
+	var e wire.Error
+	if typ != wire.TypeError || e.Decode(body) != nil || e.Code != wire.CodeIdleTimeout {
+		t.Fatalf("got %s %+v", typ, e)
+	}
+	if el := time.Since(start); el < time.Second || el > 5*time.Second {
+		t.Fatalf("closed after %v; the deadline is 2 × 1s", el)
+	}
+	// A device that keeps pinging stays.
+	d2 := h.connect("bob", 1)
+	for i := 0; i < 4; i++ {
+		time.Sleep(700 * time.Millisecond)
+		d2.write((&wire.Ping{Interval: 1}).Append(nil))
+		if typ, _ := d2.read(); typ != wire.TypePong {
+			t.Fatalf("ping %d: got %s", i, typ)
+		}
+	}
+}
