@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-
 	"herald/config"
 	"herald/node"
 	"herald/token"
@@ -219,4 +218,3 @@ func TestReplacedConnection(t *testing.T) {
 		t.Fatalf("%+v", p)
 	}
 }
-
