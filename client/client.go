@@ -59,8 +59,15 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// DialTimeout bounds dialing and the CONNACK. Default 5s.
 	DialTimeout time.Duration
-	// Heartbeat is the PING interval to ask for; 0 takes the server's.
+	// Heartbeat is the PING interval to start with; 0 takes the server's.
+	// The interval then adapts (see adaptive in heartbeat.go).
 	Heartbeat time.Duration
+	// HeartbeatGrowAfter is how many PONGs in a row at one interval make it
+	// grow. Default 3.
+	HeartbeatGrowAfter int
+	// PongTimeout is how long to wait for a PONG before the connection is
+	// taken for dead. Default 10s.
+	PongTimeout time.Duration
 	// OnEvent, if set, is told about connections and disconnections.
 	OnEvent func(Event)
 	// Log receives the client's own log lines. Default: discarded.
@@ -112,6 +119,7 @@ type Client struct {
 
 	mu      sync.Mutex
 	cursors map[string]uint64
+	hb      adaptive
 
 	connects atomic.Int64
 }
@@ -143,6 +151,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.HeartbeatGrowAfter <= 0 {
+		cfg.HeartbeatGrowAfter = 3
+	}
+	if cfg.PongTimeout <= 0 {
+		cfg.PongTimeout = 10 * time.Second
+	}
 	if cfg.Dial == nil {
 		d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1}
 		cfg.Dial = d.DialContext
@@ -151,7 +165,14 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, cursors: cursors}, nil
+	return &Client{cfg: cfg, cursors: cursors, hb: adaptive{cur: cfg.Heartbeat, growAfter: cfg.HeartbeatGrowAfter}}, nil
+}
+
+// HeartbeatInterval is the current PING interval.
+func (c *Client) HeartbeatInterval() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hb.cur
 }
 
 // Cursor returns the channel's cursor: the highest sequence handled.
@@ -245,9 +266,23 @@ func (c *Client) session(ctx context.Context) (connected bool, err error) {
 		c.cfg.OnEvent(Event{Kind: Connected})
 	}
 	done := make(chan struct{})
-	defer close(done)
-	go s.heartbeat(done)
-	return true, s.readLoop()
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		s.heartbeat(done)
+	}()
+	err = s.readLoop()
+	close(done)
+	<-hbDone
+	var se *ServerError
+	var he handlerError
+	if s.pingOutstanding.Load() && ctx.Err() == nil && !errors.As(err, &se) && !errors.As(err, &he) {
+		// The path went silent while a PING was out: this interval is too long.
+		c.mu.Lock()
+		c.hb.failure()
+		c.mu.Unlock()
+	}
+	return true, err
 }
 
 // session is one connection's state.
@@ -258,10 +293,10 @@ type session struct {
 	wmu   sync.Mutex
 	w     *bufio.Writer
 	slots map[uint32]string
-	hb    time.Duration
 	max   int
-	// lastRead is the unix nanosecond of the last frame from the server.
-	lastRead atomic.Int64
+	// pingOutstanding is set from a PING until its PONG.
+	pingOutstanding atomic.Bool
+	pong            chan struct{}
 	// unacked holds per slot the highest handled seq not yet acknowledged.
 	unacked map[uint32]uint64
 }
@@ -279,9 +314,9 @@ func (s *session) write(f interface{ Append([]byte) []byte }) error {
 // connect sends CONNECT with the saved cursors and waits for CONNACK.
 func (s *session) connect(tok string) error {
 	c := s.c
-	cur := wire.Connect{Version: wire.Version, App: []byte(c.cfg.App), Device: []byte(c.cfg.Device), Token: []byte(tok),
-		Heartbeat: uint32(c.cfg.Heartbeat / time.Second)}
+	cur := wire.Connect{Version: wire.Version, App: []byte(c.cfg.App), Device: []byte(c.cfg.Device), Token: []byte(tok)}
 	c.mu.Lock()
+	cur.Heartbeat = ceilSeconds(c.hb.cur)
 	for ch, seq := range c.cursors {
 		cur.Cursors = append(cur.Cursors, wire.Cursor{Channel: []byte(ch), Seq: seq})
 	}
@@ -310,13 +345,16 @@ func (s *session) connect(tok string) error {
 	for _, ch := range ack.Channels {
 		s.slots[ch.Slot] = string(ch.Name)
 	}
-	s.hb = time.Duration(ack.Heartbeat) * time.Second
-	if s.hb <= 0 {
-		s.hb = 30 * time.Second
+	start := time.Duration(ack.Heartbeat) * time.Second
+	if start <= 0 {
+		start = 30 * time.Second
 	}
+	c.mu.Lock()
+	c.hb.bound(time.Duration(ack.HeartbeatMin)*time.Second, time.Duration(ack.HeartbeatMax)*time.Second, start)
+	c.mu.Unlock()
+	s.pong = make(chan struct{}, 1)
 	s.max = int(ack.MaxFrame)
 	s.unacked = map[uint32]uint64{}
-	s.lastRead.Store(time.Now().UnixNano())
 	return nil
 }
 
@@ -335,25 +373,46 @@ func decodeServerError(body []byte, goAway bool) error {
 	return &ServerError{Code: e.Code, Reason: string(e.Reason)}
 }
 
-// heartbeat sends PING every interval and closes the connection when the
-// server has been silent for two intervals.
+// heartbeat sends PING at the adaptive interval and waits for its PONG; a
+// PONG that does not come within PongTimeout closes the connection.
 func (s *session) heartbeat(done <-chan struct{}) {
-	t := time.NewTicker(s.hb)
-	defer t.Stop()
+	c := s.c
 	for {
+		c.mu.Lock()
+		wait, announce := c.hb.cur, c.hb.announce()
+		c.mu.Unlock()
+		t := time.NewTimer(wait)
 		select {
 		case <-done:
+			t.Stop()
 			return
 		case <-t.C:
-			if time.Since(time.Unix(0, s.lastRead.Load())) > 2*s.hb {
-				s.nc.Close()
-				return
-			}
-			if err := s.write(&wire.Ping{Interval: uint32(s.hb / time.Second)}); err != nil {
-				return
-			}
+		}
+		s.pingOutstanding.Store(true)
+		if err := s.write(&wire.Ping{Interval: ceilSeconds(announce)}); err != nil {
+			return // the read loop sees the broken connection
+		}
+		t = time.NewTimer(c.cfg.PongTimeout)
+		select {
+		case <-done:
+			t.Stop()
+			return
+		case <-s.pong:
+			t.Stop()
+			s.pingOutstanding.Store(false)
+			c.mu.Lock()
+			c.hb.success()
+			c.mu.Unlock()
+		case <-t.C:
+			c.cfg.Log.Debug("no PONG in time: closing", "interval", wait)
+			s.nc.Close()
+			return
 		}
 	}
+}
+
+func ceilSeconds(d time.Duration) uint32 {
+	return uint32((d + time.Second - 1) / time.Second)
 }
 
 // readLoop handles frames until the connection ends.
@@ -369,7 +428,6 @@ func (s *session) readLoop() error {
 			}
 			return fmt.Errorf("client: read: %w", err)
 		}
-		s.lastRead.Store(time.Now().UnixNano())
 		switch t {
 		case wire.TypePush:
 			if err := push.Decode(body); err != nil {
@@ -379,6 +437,10 @@ func (s *session) readLoop() error {
 				return err
 			}
 		case wire.TypePong:
+			select {
+			case s.pong <- struct{}{}:
+			default:
+			}
 		case wire.TypeError:
 			return decodeServerError(body, false)
 		case wire.TypeGoAway:
