@@ -79,7 +79,6 @@ func (p *natProxy) accept() {
 
 func (p *natProxy) addr() string { return p.ln.Addr().String() }
 
-
 // The SDK grows its PING interval while PONGs return, finds the NAT's idle
 // limit by losing a connection past it, falls back to the last interval that
 // worked and stays there; the gateway's deadline follows the interval the
