@@ -41,7 +41,8 @@ var ErrStop = errors.New("client: stop")
 
 // Config configures a Client. Addr, App, Device, Token and Handler are required.
 type Config struct {
-	// Addr is the gateway's device address, host:port.
+	// Addr is the gateway's device address: host:port for TCP, or a
+	// ws:// URL for WebSocket (the same frames in binary messages).
 	Addr string
 	// App and Device identify the device; the token must be for them.
 	App, Device string
@@ -244,7 +245,15 @@ func (c *Client) session(ctx context.Context) (connected bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("client: token: %w", err)
 	}
-	nc, err := c.cfg.Dial(dctx, "tcp", c.cfg.Addr)
+	var nc net.Conn
+	var r io.Reader
+	var w io.Writer
+	if isWebSocket(c.cfg.Addr) {
+		nc, r, w, err = dialWS(dctx, c.cfg.Addr, c.cfg.Dial)
+	} else {
+		nc, err = c.cfg.Dial(dctx, "tcp", c.cfg.Addr)
+		r, w = nc, nc
+	}
 	if err != nil {
 		return false, err
 	}
@@ -252,7 +261,7 @@ func (c *Client) session(ctx context.Context) (connected bool, err error) {
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
 
-	s := &session{c: c, nc: nc, r: bufio.NewReaderSize(nc, 32<<10), w: bufio.NewWriterSize(nc, 4<<10)}
+	s := &session{c: c, nc: nc, r: bufio.NewReaderSize(r, 32<<10), w: bufio.NewWriterSize(w, 4<<10)}
 	defer func() {
 		if connected && c.cfg.OnEvent != nil {
 			c.cfg.OnEvent(Event{Kind: Disconnected, Err: err})

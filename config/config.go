@@ -74,6 +74,12 @@ type API struct {
 type Gateway struct {
 	// Listen is the device TCP address. Default "127.0.0.1:7070".
 	Listen string `yaml:"listen"`
+	// WSListen is the WebSocket address (same frames in binary messages).
+	// Default "127.0.0.1:7071"; empty disables WebSocket.
+	WSListen string `yaml:"ws_listen"`
+	// WSOrigins, when not empty, are the Origin values a WebSocket upgrade
+	// must carry ("*" allows any); requests without Origin are refused then.
+	WSOrigins []string `yaml:"ws_origins"`
 	// ReusePort sets SO_REUSEPORT so several gateway processes share Listen.
 	ReusePort bool `yaml:"reuse_port"`
 	// ConnectTimeout is how long a new connection may take to send CONNECT. Default 10s.
@@ -140,6 +146,7 @@ func Default() Config {
 		},
 		Gateway: Gateway{
 			Listen:         "127.0.0.1:7070",
+			WSListen:       "127.0.0.1:7071",
 			ConnectTimeout: 10 * time.Second,
 			HeartbeatMin:   5 * time.Second,
 			HeartbeatMax:   10 * time.Minute,
@@ -195,6 +202,7 @@ func (c *Config) Validate() error {
 	}
 	addr("api.listen", c.API.Listen, false)
 	addr("gateway.listen", c.Gateway.Listen, false)
+	addr("gateway.ws_listen", c.Gateway.WSListen, true)
 	addr("nats.listen", c.NATS.Listen, true)
 	positive := func(field string, v int64) {
 		if v <= 0 {

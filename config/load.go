@@ -56,6 +56,7 @@ func (c *Config) options(role string) []option {
 	}
 	gw := []option{
 		{"gateway.listen", "tcp", "device TCP address", &c.Gateway.Listen},
+		{"gateway.ws_listen", "ws", "device WebSocket address (empty: off)", &c.Gateway.WSListen},
 		{"gateway.reuse_port", "reuse-port", "share the device port with other gateway processes (SO_REUSEPORT)", &c.Gateway.ReusePort},
 		{"gateway.max_frame", "max-frame", "largest frame body accepted from a device", &c.Gateway.MaxFrame},
 		{"gateway.connect_timeout", "connect-timeout", "time allowed for CONNECT after accept", &c.Gateway.ConnectTimeout},

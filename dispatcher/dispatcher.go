@@ -100,6 +100,9 @@ func (ds *Dispatcher) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = ds.srv.ShutdownWithContext(ctx)
+	// Shutdown only closes listeners Serve has registered: one that had not
+	// got that far yet would serve forever.
+	_ = ds.ln.Close()
 	ds.wg.Wait()
 }
 

@@ -27,6 +27,7 @@ func testConfig(t testing.TB) config.Config {
 	cfg.NATS.Listen = "127.0.0.1:0"
 	cfg.API.Listen = "127.0.0.1:0"
 	cfg.Gateway.Listen = "127.0.0.1:0"
+	cfg.Gateway.WSListen = "127.0.0.1:0"
 	cfg.Gateway.CursorFlush = 100 * time.Millisecond
 	cfg.Gateway.Workers = 4
 	cfg.Gateway.CatchupWorkers = 4

@@ -46,6 +46,8 @@ type conn struct {
 	deadline int64  // unix seconds: see wheel
 	hb       uint32 // heartbeat interval in seconds agreed with the device
 
+	ws     bool   // WebSocket: frames travel in binary messages
+	wsIn   []byte // a partial WebSocket frame; nil when none
 	in     []byte // a partial frame carried to the next read; nil when none
 	out    []byte // pending output from outPool; nil when none
 	outOff int    // bytes of out already written
@@ -155,7 +157,13 @@ func (c *conn) read() {
 		if state == stateClosing {
 			continue // discard: we only wait for the peer to close
 		}
-		if !c.handleBytes(buf[:n]) {
+		ok := false
+		if c.ws {
+			ok = c.handleWS(buf[:n])
+		} else {
+			ok = c.handleBytes(buf[:n])
+		}
+		if !ok {
 			return
 		}
 		if n < len(buf) {
@@ -212,8 +220,18 @@ func (c *conn) handleBytes(data []byte) bool {
 	return true
 }
 
-// appendLocked queues a frame already encoded in b. c.mu must be held.
+// appendLocked queues a herald frame already encoded in b (in its own
+// binary message on WebSocket). c.mu must be held.
 func (c *conn) appendLocked(b []byte) {
+	if c.ws {
+		var h [10]byte
+		c.appendRawLocked(appendWSHeader(h[:0], wsBinary, len(b)))
+	}
+	c.appendRawLocked(b)
+}
+
+// appendRawLocked queues bytes as they are. c.mu must be held.
+func (c *conn) appendRawLocked(b []byte) {
 	if c.out == nil {
 		c.out = (*outPool.Get().(*[]byte))[:0]
 	}
@@ -305,6 +323,9 @@ func (c *conn) fail(code wire.Code, reason string) {
 	c.state = stateClosing
 	var buf [wire.MaxHeaderLen + 16 + wire.MaxReasonLen]byte
 	c.appendLocked((&wire.Error{Code: code, Reason: []byte(reason)}).Append(buf[:0]))
+	if c.ws {
+		c.appendRawLocked(wsCloseFrame)
+	}
 	c.deadline = c.gw.wheel.Now() + 2
 	c.mu.Unlock()
 	c.gw.m.frameOut(wire.TypeError)
@@ -330,6 +351,9 @@ func (c *conn) goAway(code wire.Code, reason string) {
 	}
 	var buf [64 + wire.MaxReasonLen]byte
 	c.appendLocked((&wire.GoAway{Code: code, Reason: []byte(reason)}).Append(buf[:0]))
+	if c.ws {
+		c.appendRawLocked(wsCloseFrame)
+	}
 	c.mu.Unlock()
 	c.gw.m.frameOut(wire.TypeGoAway)
 	c.flush()
@@ -348,7 +372,7 @@ func (c *conn) close(code wire.Code) {
 	failed := c.state == stateClosing
 	c.closed = true
 	c.releaseOutLocked()
-	c.in = nil
+	c.in, c.wsIn = nil, nil
 	c.mu.Unlock()
 
 	// Deregister before closing so the fd number cannot be reused while

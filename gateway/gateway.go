@@ -49,12 +49,16 @@ type Gateway struct {
 	log   *slog.Logger
 	m     *gwMetrics
 
-	ln      net.Listener
-	ep      *netpoll.Epoll
-	work    chan *conn
-	catchup chan *sub
-	live    []chan *nats.Msg
-	wheel   *wheel
+	ln   net.Listener
+	wsln net.Listener // nil without WebSocket
+	ep   *netpoll.Epoll
+	// handshakes bounds WebSocket upgrades in progress; wsWG waits for them.
+	handshakes chan struct{}
+	wsWG       sync.WaitGroup
+	work       chan *conn
+	catchup    chan *sub
+	live       []chan *nats.Msg
+	wheel      *wheel
 
 	chans   *shardedMap[*channel] // "<app>.<channel>" → channel
 	conns   *shardedMap[*conn]    // "<app>.<user>.<device>" → its connection
@@ -82,12 +86,13 @@ func New(cfg config.Gateway, d Deps) *Gateway {
 	}
 	gw := &Gateway{
 		cfg: cfg, nc: d.NC, store: d.Store, apps: d.Apps, log: d.Log.With("component", "gateway"),
-		work:     make(chan *conn, 1<<16),
-		catchup:  make(chan *sub, 1<<16),
-		wheel:    newWheel(),
-		chans:    newShardedMap[*channel](),
-		conns:    newShardedMap[*conn](),
-		flushNow: make(chan struct{}, 1),
+		work:       make(chan *conn, 1<<16),
+		catchup:    make(chan *sub, 1<<16),
+		wheel:      newWheel(),
+		chans:      newShardedMap[*channel](),
+		conns:      newShardedMap[*conn](),
+		flushNow:   make(chan struct{}, 1),
+		handshakes: make(chan struct{}, maxHandshakes),
 	}
 	for i := 0; i < liveShards; i++ {
 		gw.live = append(gw.live, make(chan *nats.Msg, 1<<16))
@@ -103,6 +108,14 @@ func (gw *Gateway) Metrics() *metrics.Set { return gw.m.set }
 // Addr is the listener's address once started.
 func (gw *Gateway) Addr() net.Addr { return gw.ln.Addr() }
 
+// WSAddr is the WebSocket listener's address, nil without one.
+func (gw *Gateway) WSAddr() net.Addr {
+	if gw.wsln == nil {
+		return nil
+	}
+	return gw.wsln.Addr()
+}
+
 // Connections is the number of authenticated devices.
 func (gw *Gateway) Connections() int { return gw.conns.len() }
 
@@ -115,14 +128,25 @@ func (gw *Gateway) Start() error {
 	if err != nil {
 		return fmt.Errorf("gateway: cannot listen on %s: %w", gw.cfg.Listen, err)
 	}
+	var wsln net.Listener
+	if gw.cfg.WSListen != "" {
+		wsln, err = listen(gw.cfg.WSListen, gw.cfg.ReusePort)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("gateway: cannot listen for WebSocket on %s: %w", gw.cfg.WSListen, err)
+		}
+	}
 	ep, err := netpoll.EpollCreate(&netpoll.EpollConfig{OnWaitError: func(err error) {
 		gw.log.Error("epoll wait failed", "err", err)
 	}})
 	if err != nil {
 		ln.Close()
+		if wsln != nil {
+			wsln.Close()
+		}
 		return fmt.Errorf("gateway: cannot create epoll: %w", err)
 	}
-	gw.ln, gw.ep = ln, ep
+	gw.ln, gw.wsln, gw.ep = ln, wsln, ep
 	gw.addNATSHandlers()
 
 	gw.spawn(func() { gw.wheel.run(gw.expire) })
@@ -138,6 +162,10 @@ func (gw *Gateway) Start() error {
 	}
 	gw.spawn(gw.cursorFlusher)
 	gw.spawn(gw.acceptLoop)
+	if wsln != nil {
+		gw.spawn(gw.wsAcceptLoop)
+		gw.log.Info("gateway listening for WebSocket", "addr", wsln.Addr().String())
+	}
 	gw.log.Info("gateway listening", "addr", ln.Addr().String())
 	return nil
 }
@@ -195,20 +223,20 @@ func (gw *Gateway) acceptLoop() {
 			continue
 		}
 		tempDelay = 0
-		gw.accept(nc)
+		gw.register(nc, false)
 	}
 }
 
-// accept registers a new connection with epoll and gives it ConnectTimeout
+// register adds a new connection to epoll and gives it ConnectTimeout
 // to send CONNECT.
-func (gw *Gateway) accept(nc net.Conn) {
+func (gw *Gateway) register(nc net.Conn, ws bool) {
 	fd, err := socketFD(nc, gw.cfg.UserTimeout)
 	if err != nil {
 		gw.log.Warn("cannot take socket fd", "err", err)
 		nc.Close()
 		return
 	}
-	c := &conn{gw: gw, fd: fd, nc: nc, armed: true}
+	c := &conn{gw: gw, fd: fd, nc: nc, armed: true, ws: ws}
 	c.deadline = gw.wheel.Now() + int64((gw.cfg.ConnectTimeout+time.Second-1)/time.Second)
 	gw.pending.Store(c, struct{}{})
 	gw.wheel.add(c, c.deadline)
@@ -262,6 +290,10 @@ func (gw *Gateway) Stop() {
 		return
 	}
 	gw.ln.Close()
+	if gw.wsln != nil {
+		gw.wsln.Close()
+	}
+	gw.wsWG.Wait()
 	for _, c := range gw.conns.snapshot() {
 		c.goAway(wire.CodeShutdown, "gateway stopping")
 	}

@@ -29,6 +29,7 @@ type gwMetrics struct {
 	cursorErrors   *metrics.Counter
 	storeErrors    *metrics.Counter
 	deliveryLat    *metrics.Histogram
+	wsRejected     *metrics.Counter
 }
 
 func newMetrics(gw *Gateway) *gwMetrics {
@@ -49,6 +50,7 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		cursorErrors:   s.NewCounter(`herald_gateway_errors_total{kind="cursor_write"}`),
 		storeErrors:    s.NewCounter(`herald_gateway_errors_total{kind="store_read"}`),
 		deliveryLat:    s.NewHistogram(`herald_gateway_delivery_latency_seconds`),
+		wsRejected:     s.NewCounter(`herald_gateway_errors_total{kind="websocket_upgrade"}`),
 	}
 	for _, c := range wire.Codes() {
 		m.disconnects[c] = s.NewCounter(fmt.Sprintf(`herald_gateway_disconnects_total{reason=%q}`, c.String()))
