@@ -297,11 +297,19 @@ func (c *conn) releaseOutLocked() {
 	c.out, c.outOff = nil, 0
 }
 
-// send queues a frame and flushes it from this worker.
+// send queues a frame and flushes it from this worker. A device that does
+// not read its answers (PONGs) is held to the same output bound as live
+// delivery.
 func (c *conn) send(b []byte, t wire.Type) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		return
+	}
+	if c.pendingLocked()+len(b) > c.gw.cfg.MaxOutBytes {
+		c.mu.Unlock()
+		c.gw.m.slowConsumers.Inc()
+		c.fail(wire.CodeSlowConsumer, "device does not read its answers")
 		return
 	}
 	c.appendLocked(b)

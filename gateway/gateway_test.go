@@ -84,13 +84,26 @@ func (h *harness) connect(user string, hb uint32, cursors ...wire.Cursor) *dev {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { nc.Close() })
-	tok, _ := token.Sign([]byte("s"), "demo", user, "d1", time.Hour)
-	d := &dev{t: h.t, nc: nc, r: bufio.NewReader(nc)}
-	d.write((&wire.Connect{Version: 1, App: []byte("demo"), Device: []byte("d1"), Token: []byte(tok), Heartbeat: hb, Cursors: cursors}).Append(nil))
-	if typ, _ := d.read(); typ != wire.TypeConnAck {
-		h.t.Fatalf("got %s, want CONNACK", typ)
-	}
+	d := &dev{t: h.t, nc: nc, r: newReader(nc)}
+	tokenConnect(h.t, d, user, wire.Connect{Heartbeat: hb, Cursors: cursors})
 	return d
+}
+
+func newReader(nc net.Conn) *bufio.Reader { return bufio.NewReader(nc) }
+
+// tokenConnect sends CONNECT for user (device d1) and expects CONNACK.
+func tokenConnect(t *testing.T, d *dev, user string, extra ...wire.Connect) {
+	t.Helper()
+	tok, _ := token.Sign([]byte("s"), "demo", user, "d1", time.Hour)
+	f := wire.Connect{}
+	if len(extra) > 0 {
+		f = extra[0]
+	}
+	f.Version, f.App, f.Device, f.Token = 1, []byte("demo"), []byte("d1"), []byte(tok)
+	d.write(f.Append(nil))
+	if typ, _ := d.read(); typ != wire.TypeConnAck {
+		t.Fatalf("got %s, want CONNACK", typ)
+	}
 }
 
 func (d *dev) write(b []byte) {

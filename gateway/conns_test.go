@@ -1,0 +1,110 @@
+package gateway
+
+import (
+	"strings"
+	"fmt"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+
+	"herald/config"
+	"herald/wire"
+)
+
+// The number of goroutines does not depend on the number of connections,
+// and idle connections hold no read or write buffer.
+func TestGoroutinesFlatAndIdleConnsHoldNoBuffers(t *testing.T) {
+	h := newHarness(t, nil)
+	h.connect("warmup", 0) // first connection starts nats.go's lazy goroutines
+	time.Sleep(100 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	const n = 300
+	devs := make([]*dev, n)
+	for i := range devs {
+		devs[i] = h.connect(fmt.Sprintf("u%d", i), 0)
+	}
+	waitFor(t, 5*time.Second, "all registered", func() bool { return h.gw.Connections() == n+1 })
+	// Each device gets one message, so every connection has used its buffers once.
+	for i := 0; i < n; i += 7 {
+		h.publish(fmt.Sprintf("u%d", i), "x")
+		devs[i].push()
+	}
+	time.Sleep(200 * time.Millisecond)
+	after := runtime.NumGoroutine()
+	if after-before > 5 {
+		t.Fatalf("goroutines grew from %d to %d with %d connections", before, after, n)
+	}
+	for _, c := range h.gw.conns.snapshot() {
+		c.mu.Lock()
+		in, out, ws := c.in, c.out, c.wsIn
+		c.mu.Unlock()
+		if in != nil || out != nil || ws != nil {
+			t.Fatalf("idle connection %s holds buffers: in %d out %d ws %d", c.key, cap(in), cap(out), cap(ws))
+		}
+	}
+}
+
+// The fd is used directly; the net.Conn that owns it must live as long as
+// the connection, or a collected os.File would close the socket under us.
+func TestConnectionsSurviveGC(t *testing.T) {
+	h := newHarness(t, nil)
+	const n = 100
+	devs := make([]*dev, n)
+	for i := range devs {
+		devs[i] = h.connect(fmt.Sprintf("gc%d", i), 0)
+	}
+	for i := 0; i < 5; i++ {
+		runtime.GC()
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i, d := range devs {
+		seq := h.publish(fmt.Sprintf("gc%d", i), "after gc")
+		if p := d.push(); p.Seq != seq {
+			t.Fatalf("device %d: got seq %d want %d", i, p.Seq, seq)
+		}
+	}
+}
+
+// A device that stops reading is closed as a slow consumer once its output
+// passes the bound; the other devices are not affected and the slow one
+// catches up when it comes back.
+func TestSlowConsumerClosedOthersUnharmed(t *testing.T) {
+	h := newHarness(t, func(c *config.Gateway) { c.MaxOutBytes = 32 << 10 })
+	slowConn, err := net.Dial("tcp", h.gw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { slowConn.Close() }) // also keeps it from being collected: it is never read
+	slowConn.(*net.TCPConn).SetReadBuffer(4096)
+	slow := &dev{t: t, nc: slowConn}
+	slow.r = newReader(slowConn)
+	tokenConnect(t, slow, "slow")
+	fast := h.connect("fast", 0)
+
+	payload := make([]byte, 2000)
+	var last uint64
+	deadline := time.Now().Add(20 * time.Second)
+	for h.gw.m.slowConsumers.Get() == 0 {
+		if time.Now().After(deadline) {
+			var sb strings.Builder
+			h.gw.m.set.WritePrometheus(&sb)
+			t.Fatalf("the slow device was never closed (last seq %d, pending %d bytes)\n%s", last, h.gw.outPending.Load(), sb.String())
+		}
+		last = h.publish("slow", string(payload))
+		if s := h.publish("fast", "ping"); fast.push().Seq != s {
+			t.Fatal("fast device missed a message")
+		}
+	}
+	if v := h.gw.m.disconnects[wire.CodeSlowConsumer].Get(); v != 1 {
+		t.Fatalf("slow_consumer disconnects = %d", v)
+	}
+	// Reconnecting with its cursor at 0, it gets everything, the last included.
+	again := h.connect("slow", 0)
+	for {
+		p := again.push()
+		if p.Seq == last {
+			break
+		}
+	}
+}
