@@ -24,6 +24,10 @@ type Config struct {
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `yaml:"log_level"`
 
+	// MetricsListen is where a role without the HTTP API (a standalone
+	// gateway) serves /metrics, /healthz and /readyz. Empty: none.
+	MetricsListen string `yaml:"metrics_listen"`
+
 	NATS    NATS    `yaml:"nats"`
 	Store   Store   `yaml:"store"`
 	API     API     `yaml:"api"`
@@ -204,6 +208,7 @@ func (c *Config) Validate() error {
 	addr("gateway.listen", c.Gateway.Listen, false)
 	addr("gateway.ws_listen", c.Gateway.WSListen, true)
 	addr("nats.listen", c.NATS.Listen, true)
+	addr("metrics_listen", c.MetricsListen, true)
 	positive := func(field string, v int64) {
 		if v <= 0 {
 			errs = append(errs, fieldErr(field, "must be > 0, got %d", v))

@@ -80,7 +80,11 @@ func (c *Config) options(role string) []option {
 		out = append(out, store...)
 		return append(out, gw...)
 	case "gateway":
-		return append(append(common, option{"nats.url", "nats", "NATS server URL(s), comma-separated", &c.NATS.URL}), gw...)
+		out := append(common,
+			option{"nats.url", "nats", "NATS server URL(s), comma-separated", &c.NATS.URL},
+			option{"metrics_listen", "metrics", "address of /metrics, /healthz and /readyz (empty: off)", &c.MetricsListen},
+		)
+		return append(out, gw...)
 	case "dispatcher":
 		out := append(common, option{"nats.url", "nats", "NATS server URL(s), comma-separated", &c.NATS.URL})
 		out = append(out, api...)
@@ -97,6 +101,12 @@ var ErrUsage = errors.New("usage")
 // HERALD_* variables, then flags. getenv is os.Getenv outside tests.
 func Load(role string, args []string, getenv func(string) string, usage io.Writer) (*Config, error) {
 	c := Default()
+	if role == "gateway" || role == "dispatcher" {
+		c.NATS.URL = "nats://127.0.0.1:4222"
+	}
+	if role == "gateway" {
+		c.MetricsListen = "127.0.0.1:9091"
+	}
 	opts := c.options(role)
 
 	fs := flag.NewFlagSet("herald "+role, flag.ContinueOnError)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"time"
 
@@ -38,6 +39,16 @@ type Node struct {
 	Apps       *offline.Apps
 	Dispatcher *dispatcher.Dispatcher
 	Gateway    *gateway.Gateway
+	ops        *opsServer
+}
+
+// MetricsAddr is the address of the /metrics server of a role without the
+// HTTP API, nil when there is none.
+func (n *Node) MetricsAddr() net.Addr {
+	if n.ops == nil {
+		return nil
+	}
+	return n.ops.Addr()
 }
 
 // Start brings up the roles in order: NATS, store, apps, dispatcher, gateway.
@@ -68,12 +79,19 @@ func Start(cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n.Store, err = offline.Open(ctx, n.NC, cfg.Store)
-	if err != nil {
-		return n, err
-	}
-	if err := n.seedApps(ctx); err != nil {
-		return n, err
+	if roles.EmbeddedNATS || roles.Dispatcher {
+		n.Store, err = offline.Open(ctx, n.NC, cfg.Store)
+		if err != nil {
+			return n, err
+		}
+		if err := n.seedApps(ctx); err != nil {
+			return n, err
+		}
+	} else {
+		n.Store, err = offline.Attach(ctx, n.NC)
+		if err != nil {
+			return n, err
+		}
 	}
 	n.Apps, err = n.Store.WatchApps(ctx, log)
 	if err != nil {
@@ -85,6 +103,13 @@ func Start(cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error
 			n.Gateway = nil
 			return n, err
 		}
+	}
+	if !roles.Dispatcher && cfg.MetricsListen != "" {
+		n.ops, err = startOps(cfg.MetricsListen, n)
+		if err != nil {
+			return n, err
+		}
+		n.ops.ready.Store(true)
 	}
 	if roles.Dispatcher {
 		var extra func(io.Writer)
@@ -121,6 +146,9 @@ func (n *Node) seedApps(ctx context.Context) error {
 
 // Stop stops the roles in reverse order.
 func (n *Node) Stop() {
+	if n.ops != nil {
+		n.ops.stop()
+	}
 	if n.Dispatcher != nil {
 		n.Dispatcher.Stop()
 	}

@@ -88,6 +88,44 @@ func Open(ctx context.Context, nc *nats.Conn, cfg config.Store) (*Store, error) 
 	return &Store{nc: nc, js: js, stream: stream, cursors: cursors, apps: apps}, nil
 }
 
+// Attach binds to a stream and buckets another role created, waiting for
+// them until ctx ends. Gateways attach: only the roles that own the
+// configuration (serve, dispatcher) create or update the stream.
+func Attach(ctx context.Context, nc *nats.Conn) (*Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("offline: %w", err)
+	}
+	for {
+		s, err := attach(ctx, js)
+		if err == nil {
+			s.nc = nc
+			return s, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("offline: stream %s and buckets not found (is a dispatcher or herald serve running?): %w", StreamName, err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func attach(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+	stream, err := js.Stream(ctx, StreamName)
+	if err != nil {
+		return nil, err
+	}
+	cursors, err := js.KeyValue(ctx, CursorsBucket)
+	if err != nil {
+		return nil, err
+	}
+	apps, err := js.KeyValue(ctx, AppsBucket)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{js: js, stream: stream, cursors: cursors, apps: apps}, nil
+}
+
 // JetStream returns the underlying JetStream context.
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
 

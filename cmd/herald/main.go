@@ -14,6 +14,8 @@ const usage = `herald — real-time push over NATS JetStream
 
 Usage:
   herald serve [--dev] [flags]     run NATS, dispatcher and gateway in one process
+  herald gateway --nats URL        run a standalone device gateway
+  herald dispatcher --nats URL     run a standalone HTTP API
   herald listen [flags]            connect as a device and print messages as JSON lines
   herald push [flags]              publish a message through the HTTP API
   herald version
@@ -37,6 +39,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "serve":
 		err = serve(rest, stdout, stderr)
+	case "gateway":
+		err = gatewayCmd(rest, stdout, stderr)
+	case "dispatcher":
+		err = dispatcherCmd(rest, stdout, stderr)
 	case "listen":
 		err = listen(rest, stdout, stderr)
 	case "push":

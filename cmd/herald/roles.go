@@ -1,0 +1,85 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"herald/config"
+	"herald/node"
+)
+
+// runRole loads the role's configuration, starts the node, prints where it
+// listens, and stops it on SIGINT or SIGTERM.
+func runRole(role string, roles node.Roles, args []string, stdout, stderr io.Writer) error {
+	cfg, err := config.Load(role, args, os.Getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if errors.Is(err, config.ErrUsage) {
+		return errUsage
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	if cfg.Dev {
+		log.Warn("DEV MODE: app \"demo\" with publisher key \"demo-key\" and device secret \"demo-secret\" is open to anyone who can reach these loopback ports; do not use in production")
+	}
+	n, err := node.Start(*cfg, roles, log)
+	if err != nil {
+		return err
+	}
+	announce(stdout, cfg, n)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("stopping", "signal", s.String())
+	n.Stop()
+	return nil
+}
+
+func announce(w io.Writer, cfg *config.Config, n *node.Node) {
+	var parts []string
+	if n.Dispatcher != nil {
+		parts = append(parts, "HTTP API http://"+n.Dispatcher.Addr().String())
+	}
+	if n.Gateway != nil {
+		parts = append(parts, "devices tcp://"+n.Gateway.Addr().String())
+		if a := n.Gateway.WSAddr(); a != nil {
+			parts = append(parts, "ws://"+a.String())
+		}
+	}
+	if a := n.MetricsAddr(); a != nil {
+		parts = append(parts, "metrics http://"+a.String()+"/metrics")
+	}
+	if n.NATS != nil {
+		parts = append(parts, "NATS "+n.NATS.ClientURL())
+	}
+	fmt.Fprintf(w, "herald is running: %s\n", join(parts))
+	if cfg.Dev && n.Dispatcher != nil && n.Gateway != nil {
+		api, dev := n.Dispatcher.Addr().String(), n.Gateway.Addr().String()
+		fmt.Fprintf(w, `
+Try it (in two other terminals):
+  ./bin/herald listen --addr %s --app demo --user alice --secret demo-secret --count 1
+  ./bin/herald push --api http://%s --key demo-key --app demo --user alice --data hello
+
+Stop with Ctrl-C.
+`, dev, api)
+	}
+}
+
+func join(parts []string) string {
+	out := ""
+	for i, p := range parts {
+		if i > 0 {
+			out += ", "
+		}
+		out += p
+	}
+	return out
+}
