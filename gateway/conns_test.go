@@ -1,10 +1,10 @@
 package gateway
 
 import (
-	"strings"
 	"fmt"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
