@@ -53,6 +53,7 @@ func (o option) set(s string) error {
 func (c *Config) options(role string) []option {
 	common := []option{
 		{"log_level", "log-level", "log level: debug, info, warn or error", &c.LogLevel},
+		{"gc_percent", "gc-percent", "Go GC target percent (0: runtime default; GOGC wins)", &c.GCPercent},
 	}
 	gw := []option{
 		{"gateway.listen", "tcp", "device TCP address", &c.Gateway.Listen},
@@ -106,6 +107,7 @@ func Load(role string, args []string, getenv func(string) string, usage io.Write
 	}
 	if role == "gateway" {
 		c.MetricsListen = "127.0.0.1:9091"
+		c.GCPercent = 50
 	}
 	opts := c.options(role)
 

@@ -155,7 +155,7 @@ func TestReadmeTour(t *testing.T) {
 	bin := buildHerald(t)
 	dir := t.TempDir()
 	api, dev, natsAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	server := start(t, dir, bin+" serve --dev --http "+api+" --tcp "+dev+" --nats-listen "+natsAddr)
+	server := start(t, dir, bin+" serve --dev --http "+api+" --tcp "+dev+" --ws "+freeAddr(t)+" --nats-listen "+natsAddr)
 	waitFor(t, 20*time.Second, "herald serve to print its banner", func() bool {
 		return strings.Contains(server.out.String(), "herald is running")
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"herald/offline"
 	"herald/wire"
 )
 
@@ -46,12 +47,12 @@ func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
 		c.mu.Unlock()
 
 		ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
-		msgs, _, err := gw.store.Fetch(ctx, s.ch.subject, from, catchupPage)
+		msgs, _, err := gw.store.Fetch(ctx, offline.StoredSubjectForKey(s.ch.key), from, catchupPage)
 		cancel()
 		if err != nil {
 			gw.m.storeErrors.Inc()
 			if gw.ctx.Err() == nil {
-				gw.log.Warn("catch-up read failed", "subject", s.ch.subject, "err", err)
+				gw.log.Warn("catch-up read failed", "channel", s.ch.key, "err", err)
 			}
 			c.fail(wire.CodeStoreUnavailable, "store unavailable: reconnect later")
 			return frame

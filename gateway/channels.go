@@ -14,9 +14,8 @@ import (
 // on. The gateway holds one NATS subscription per channel, whatever the
 // number of local listeners, and fans each live message out itself.
 type channel struct {
-	gw      *Gateway
-	key     string // "<app>.<channel>"
-	subject string // stored subject, for catch-up
+	gw  *Gateway
+	key string // "<app>.<channel>"; the stored subject is derived from it
 
 	mu   sync.Mutex
 	subs []*sub
@@ -26,10 +25,9 @@ type channel struct {
 // sub is one connection's membership in a channel. Fields after slot are
 // guarded by c.mu.
 type sub struct {
-	c         *conn
-	ch        *channel
-	slot      uint32
-	cursorKey string
+	c    *conn
+	ch   *channel
+	slot uint32
 
 	sent       uint64 // highest seq queued to the device
 	acked      uint64 // highest seq the device acknowledged
@@ -44,28 +42,26 @@ type sub struct {
 // listener.
 func (gw *Gateway) join(s *sub, app, name string) error {
 	key := offline.ChannelKey(app, name)
-	var err error
-	gw.chans.update(key, func(m map[string]*channel) {
-		ch := m[key]
-		if ch == nil {
-			ch = &channel{gw: gw, key: key, subject: offline.StoredSubject(app, name)}
-			ch.nsub, err = gw.nc.ChanSubscribe(offline.LiveSubject(app, name), gw.live[shardOf(key)%liveShards])
-			if err != nil {
-				return
-			}
-			// The shared channel is the buffer; a full one is reported as a
-			// slow consumer and the channel re-syncs from the store.
-			_ = ch.nsub.SetPendingLimits(-1, -1)
-			m[key] = ch
+	sh := gw.chans.lock(key)
+	ch := sh.m[key]
+	if ch == nil {
+		ch = &channel{gw: gw, key: key}
+		var err error
+		ch.nsub, err = gw.nc.ChanSubscribe(offline.LiveSubject(app, name), gw.live[shardOf(key)%liveShards])
+		if err != nil {
+			sh.Unlock()
+			return err
 		}
-		ch.mu.Lock()
-		s.ch = ch
-		ch.subs = append(ch.subs, s)
-		ch.mu.Unlock()
-	})
-	if err != nil {
-		return err
+		// The shared channel is the buffer; a full one is reported as a
+		// slow consumer and the channel re-syncs from the store.
+		_ = ch.nsub.SetPendingLimits(-1, -1)
+		sh.m[key] = ch
 	}
+	ch.mu.Lock()
+	s.ch = ch
+	ch.subs = append(ch.subs, s)
+	ch.mu.Unlock()
+	sh.Unlock()
 	// A connection closed while joining must not stay in the channel.
 	s.c.mu.Lock()
 	closed := s.c.closed || s.c.state != stateReady
@@ -82,24 +78,27 @@ func (gw *Gateway) leave(s *sub) {
 	if ch == nil {
 		return
 	}
-	gw.chans.update(ch.key, func(m map[string]*channel) {
-		ch.mu.Lock()
-		for i, x := range ch.subs {
-			if x == s {
-				last := len(ch.subs) - 1
-				ch.subs[i] = ch.subs[last]
-				ch.subs[last] = nil
-				ch.subs = ch.subs[:last]
-				break
-			}
+	sh := gw.chans.lock(ch.key)
+	ch.mu.Lock()
+	for i, x := range ch.subs {
+		if x == s {
+			last := len(ch.subs) - 1
+			ch.subs[i] = ch.subs[last]
+			ch.subs[last] = nil
+			ch.subs = ch.subs[:last]
+			break
 		}
-		empty := len(ch.subs) == 0
-		ch.mu.Unlock()
-		if empty && m[ch.key] == ch {
-			delete(m, ch.key)
-			ch.unsubscribe()
-		}
-	})
+	}
+	empty := len(ch.subs) == 0
+	if empty {
+		ch.subs = nil
+	}
+	ch.mu.Unlock()
+	if empty && sh.m[ch.key] == ch {
+		delete(sh.m, ch.key)
+		ch.unsubscribe()
+	}
+	sh.Unlock()
 }
 
 func (ch *channel) unsubscribe() {
@@ -111,11 +110,11 @@ func (ch *channel) unsubscribe() {
 // unregister removes an authenticated connection from the device map and
 // its channels. Its acknowledged cursors stay in gw.dirty until written.
 func (gw *Gateway) unregister(c *conn) {
-	gw.conns.update(c.key, func(m map[string]*conn) {
-		if m[c.key] == c {
-			delete(m, c.key)
-		}
-	})
+	sh := gw.conns.lock(c.key)
+	if sh.m[c.key] == c {
+		delete(sh.m, c.key)
+	}
+	sh.Unlock()
 	c.mu.Lock()
 	subs := c.subs
 	c.mu.Unlock()

@@ -16,6 +16,7 @@ const (
 	stateConnecting uint8 = iota // accepted, waiting for CONNECT
 	stateReady                   // authenticated
 	stateClosing                 // ERROR sent and write side shut; waiting for the peer to close
+	stateUpgrading               // WebSocket: waiting for the HTTP upgrade request
 )
 
 // Internal events, beside epoll's.
@@ -31,10 +32,7 @@ const readEvents netpoll.EpollEvent = netpoll.EPOLLIN | netpoll.EPOLLRDHUP | net
 // (queued), so reading, parsing and writing need no more care than c.mu.
 type conn struct {
 	gw *Gateway
-	fd int
-	// nc keeps the socket open: the fd is used directly, and the net.Conn
-	// that owns it must not be collected while the connection lives.
-	nc interface{ Close() error }
+	fd int // owned: accepted raw, closed by close()
 
 	mu       sync.Mutex
 	state    uint8
@@ -46,15 +44,46 @@ type conn struct {
 	deadline int64  // unix seconds: see wheel
 	hb       uint32 // heartbeat interval in seconds agreed with the device
 
-	ws     bool   // WebSocket: frames travel in binary messages
-	wsIn   []byte // a partial WebSocket frame; nil when none
-	in     []byte // a partial frame carried to the next read; nil when none
-	out    []byte // pending output from outPool; nil when none
-	outOff int    // bytes of out already written
+	ws     bool       // WebSocket: frames travel in binary messages
+	rd     *readState // partial frames between reads; nil when none (worker-owned)
+	out    []byte     // pending output from outPool; nil when none
+	outOff int        // bytes of out already written
 
-	app, user, device string
-	key               string // "<app>.<user>.<device>"
-	subs              []*sub // index = slot
+	key     string // "<app>.<user>.<device>"
+	appLen  uint8  // len(app): names are at most 128 bytes
+	userLen uint8
+	subs    []*sub // index = slot
+}
+
+// readState holds partial frames carried from one read to the next. Only
+// the worker serving the connection touches it.
+type readState struct {
+	wsIn []byte // a partial WebSocket frame
+	in   []byte // a partial herald frame
+}
+
+func (c *conn) app() string  { return c.key[:c.appLen] }
+func (c *conn) user() string { return c.key[int(c.appLen)+1 : int(c.appLen)+1+int(c.userLen)] }
+func (c *conn) device() string {
+	if c.key == "" {
+		return ""
+	}
+	return c.key[int(c.appLen)+int(c.userLen)+2:]
+}
+
+// partial returns the read state, allocating it on first use.
+func (c *conn) partial() *readState {
+	if c.rd == nil {
+		c.rd = &readState{}
+	}
+	return c.rd
+}
+
+// dropPartialIfEmpty frees the read state when nothing is carried over.
+func (c *conn) dropPartialIfEmpty() {
+	if c.rd != nil && c.rd.in == nil && c.rd.wsIn == nil {
+		c.rd = nil
+	}
 }
 
 var (
@@ -158,9 +187,12 @@ func (c *conn) read() {
 			continue // discard: we only wait for the peer to close
 		}
 		ok := false
-		if c.ws {
+		switch {
+		case state == stateUpgrading:
+			ok = c.handleUpgrade(buf[:n])
+		case c.ws:
 			ok = c.handleWS(buf[:n])
-		} else {
+		default:
 			ok = c.handleBytes(buf[:n])
 		}
 		if !ok {
@@ -179,9 +211,9 @@ func (c *conn) read() {
 // handleBytes parses frames from data (prefixed by any partial frame kept
 // from the last read). It returns false once the connection is failed.
 func (c *conn) handleBytes(data []byte) bool {
-	if len(c.in) > 0 {
-		c.in = append(c.in, data...)
-		data = c.in
+	if c.rd != nil && len(c.rd.in) > 0 {
+		c.rd.in = append(c.rd.in, data...)
+		data = c.rd.in
 	}
 	max := c.gw.cfg.MaxFrame
 	for len(data) > 0 {
@@ -198,25 +230,28 @@ func (c *conn) handleBytes(data []byte) bool {
 			default:
 				c.fail(wire.CodeMalformed, "malformed frame header")
 			}
-			c.in = nil
+			c.rd = nil
 			return false
 		}
 		c.gw.m.frameIn(typ)
 		if !c.handleFrame(typ, body) {
-			c.in = nil
+			c.rd = nil
 			return false
 		}
 		data = data[n:]
 	}
 	if len(data) == 0 {
-		c.in = nil
+		if c.rd != nil {
+			c.rd.in = nil
+			c.dropPartialIfEmpty()
+		}
 		return true
 	}
 	// Keep the partial frame. Its header was checked against max, so the
 	// copy is bounded.
 	rest := make([]byte, len(data), len(data)+512)
 	copy(rest, data)
-	c.in = rest
+	c.partial().in = rest
 	return true
 }
 
@@ -327,6 +362,13 @@ func (c *conn) fail(code wire.Code, reason string) {
 		c.mu.Unlock()
 		return
 	}
+	if c.state == stateUpgrading {
+		// No WebSocket yet to carry an ERROR frame.
+		c.mu.Unlock()
+		c.gw.m.disconnects[code].Inc()
+		c.close(code)
+		return
+	}
 	wasReady := c.state == stateReady
 	c.state = stateClosing
 	var buf [wire.MaxHeaderLen + 16 + wire.MaxReasonLen]byte
@@ -341,7 +383,7 @@ func (c *conn) fail(code wire.Code, reason string) {
 	if m := c.gw.m.authFailures[code]; m != nil {
 		m.Inc()
 	}
-	c.gw.log.Debug("closing device connection", "code", code.String(), "reason", reason, "app", c.app, "device", c.device)
+	c.gw.log.Debug("closing device connection", "code", code.String(), "reason", reason, "app", c.app(), "device", c.device())
 	if wasReady {
 		c.gw.unregister(c)
 	}
@@ -380,13 +422,12 @@ func (c *conn) close(code wire.Code) {
 	failed := c.state == stateClosing
 	c.closed = true
 	c.releaseOutLocked()
-	c.in, c.wsIn = nil, nil
 	c.mu.Unlock()
 
 	// Deregister before closing so the fd number cannot be reused while
 	// still registered.
 	_ = c.gw.ep.Del(c.fd)
-	_ = c.nc.Close()
+	_ = unix.Close(c.fd)
 	c.gw.pending.Delete(c)
 	if wasReady {
 		c.gw.unregister(c)

@@ -37,10 +37,10 @@ func TestGoroutinesFlatAndIdleConnsHoldNoBuffers(t *testing.T) {
 	}
 	for _, c := range h.gw.conns.snapshot() {
 		c.mu.Lock()
-		in, out, ws := c.in, c.out, c.wsIn
+		rd, out := c.rd, c.out
 		c.mu.Unlock()
-		if in != nil || out != nil || ws != nil {
-			t.Fatalf("idle connection %s holds buffers: in %d out %d ws %d", c.key, cap(in), cap(out), cap(ws))
+		if rd != nil || out != nil {
+			t.Fatalf("idle connection %s holds buffers: partial %v, out %d", c.key, rd != nil, cap(out))
 		}
 	}
 }

@@ -5,6 +5,12 @@ import (
 	"time"
 )
 
+// cursorKey is the KV key of the sub's cursor: "<app>.<user>.<device>.<channel>".
+// It is built when written rather than kept per connection.
+func (s *sub) cursorKey() string {
+	return s.c.key + s.ch.key[s.c.appLen:]
+}
+
 // markDirty queues s for the next cursor write.
 func (gw *Gateway) markDirty(s *sub) {
 	gw.dirtyMu.Lock()
@@ -61,7 +67,7 @@ func (gw *Gateway) flushCursors(ctx context.Context) {
 			continue
 		}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := gw.store.AdvanceCursor(wctx, s.cursorKey, seq)
+		_, err := gw.store.AdvanceCursor(wctx, s.cursorKey(), seq)
 		cancel()
 		if err != nil {
 			gw.m.cursorErrors.Inc()

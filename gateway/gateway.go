@@ -49,16 +49,13 @@ type Gateway struct {
 	log   *slog.Logger
 	m     *gwMetrics
 
-	ln   net.Listener
-	wsln net.Listener // nil without WebSocket
-	ep   *netpoll.Epoll
-	// handshakes bounds WebSocket upgrades in progress; wsWG waits for them.
-	handshakes chan struct{}
-	wsWG       sync.WaitGroup
-	work       chan *conn
-	catchup    chan *sub
-	live       []chan *nats.Msg
-	wheel      *wheel
+	ln      net.Listener
+	wsln    net.Listener // nil without WebSocket
+	ep      *netpoll.Epoll
+	work    chan *conn
+	catchup chan *sub
+	live    []chan *nats.Msg
+	wheel   *wheel
 
 	chans   *shardedMap[*channel] // "<app>.<channel>" → channel
 	conns   *shardedMap[*conn]    // "<app>.<user>.<device>" → its connection
@@ -70,6 +67,8 @@ type Gateway struct {
 
 	outPending atomic.Int64 // bytes queued for devices, all connections
 	stopping   atomic.Bool
+	quit       chan struct{} // closed first by Stop: the accept loops leave
+	acceptWG   sync.WaitGroup
 	ctx        context.Context
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -86,13 +85,13 @@ func New(cfg config.Gateway, d Deps) *Gateway {
 	}
 	gw := &Gateway{
 		cfg: cfg, nc: d.NC, store: d.Store, apps: d.Apps, log: d.Log.With("component", "gateway"),
-		work:       make(chan *conn, 1<<16),
-		catchup:    make(chan *sub, 1<<16),
-		wheel:      newWheel(),
-		chans:      newShardedMap[*channel](),
-		conns:      newShardedMap[*conn](),
-		flushNow:   make(chan struct{}, 1),
-		handshakes: make(chan struct{}, maxHandshakes),
+		work:     make(chan *conn, 1<<16),
+		catchup:  make(chan *sub, 1<<16),
+		wheel:    newWheel(),
+		chans:    newShardedMap[*channel](),
+		conns:    newShardedMap[*conn](),
+		flushNow: make(chan struct{}, 1),
+		quit:     make(chan struct{}),
 	}
 	for i := 0; i < liveShards; i++ {
 		gw.live = append(gw.live, make(chan *nats.Msg, 1<<16))
@@ -161,9 +160,11 @@ func (gw *Gateway) Start() error {
 		gw.spawn(func() { gw.liveReader(ch) })
 	}
 	gw.spawn(gw.cursorFlusher)
-	gw.spawn(gw.acceptLoop)
+	gw.acceptWG.Add(1)
+	go func() { defer gw.acceptWG.Done(); gw.acceptLoop(ln, false) }()
 	if wsln != nil {
-		gw.spawn(gw.wsAcceptLoop)
+		gw.acceptWG.Add(1)
+		go func() { defer gw.acceptWG.Done(); gw.acceptLoop(wsln, true) }()
 		gw.log.Info("gateway listening for WebSocket", "addr", wsln.Addr().String())
 	}
 	gw.log.Info("gateway listening", "addr", ln.Addr().String())
@@ -204,49 +205,6 @@ func (gw *Gateway) addNATSHandlers() {
 	})
 }
 
-func (gw *Gateway) acceptLoop() {
-	var tempDelay time.Duration
-	for {
-		nc, err := gw.ln.Accept()
-		if err != nil {
-			if gw.stopping.Load() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of fds or similar: back off instead of spinning.
-			if tempDelay == 0 {
-				tempDelay = 5 * time.Millisecond
-			} else if tempDelay < time.Second {
-				tempDelay *= 2
-			}
-			gw.log.Warn("accept failed", "err", err, "retry_in", tempDelay)
-			time.Sleep(tempDelay)
-			continue
-		}
-		tempDelay = 0
-		gw.register(nc, false)
-	}
-}
-
-// register adds a new connection to epoll and gives it ConnectTimeout
-// to send CONNECT.
-func (gw *Gateway) register(nc net.Conn, ws bool) {
-	fd, err := socketFD(nc, gw.cfg.UserTimeout)
-	if err != nil {
-		gw.log.Warn("cannot take socket fd", "err", err)
-		nc.Close()
-		return
-	}
-	c := &conn{gw: gw, fd: fd, nc: nc, armed: true, ws: ws}
-	c.deadline = gw.wheel.Now() + int64((gw.cfg.ConnectTimeout+time.Second-1)/time.Second)
-	gw.pending.Store(c, struct{}{})
-	gw.wheel.add(c, c.deadline)
-	if err := gw.ep.Add(fd, readEvents, c.onEvent); err != nil {
-		gw.pending.Delete(c)
-		gw.log.Warn("cannot register connection with epoll", "err", err)
-		nc.Close()
-	}
-}
-
 // worker serves connections whose socket is ready or that have output to
 // write. A connection is in the queue at most once (conn.queued).
 func (gw *Gateway) worker() {
@@ -273,7 +231,7 @@ func (gw *Gateway) expire(c *conn, now int64) (keep bool, deadline int64) {
 	state := c.state
 	c.mu.Unlock()
 	switch state {
-	case stateConnecting:
+	case stateConnecting, stateUpgrading:
 		c.fail(wire.CodeConnectTimeout, "no CONNECT in time")
 	case stateClosing:
 		c.close(0)
@@ -289,11 +247,12 @@ func (gw *Gateway) Stop() {
 	if !gw.stopping.CompareAndSwap(false, true) {
 		return
 	}
+	close(gw.quit)
+	gw.acceptWG.Wait()
 	gw.ln.Close()
 	if gw.wsln != nil {
 		gw.wsln.Close()
 	}
-	gw.wsWG.Wait()
 	for _, c := range gw.conns.snapshot() {
 		c.goAway(wire.CodeShutdown, "gateway stopping")
 	}

@@ -44,6 +44,7 @@ func newHarness(t *testing.T, mod func(*config.Gateway)) *harness {
 	t.Cleanup(apps.Stop)
 	cfg := config.Default().Gateway
 	cfg.Listen = "127.0.0.1:0"
+	cfg.WSListen = "127.0.0.1:0"
 	cfg.Workers = 2
 	cfg.CatchupWorkers = 2
 	cfg.CursorFlush = 50 * time.Millisecond

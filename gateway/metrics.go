@@ -30,6 +30,7 @@ type gwMetrics struct {
 	storeErrors    *metrics.Counter
 	deliveryLat    *metrics.Histogram
 	wsRejected     *metrics.Counter
+	acceptErrors   *metrics.Counter
 }
 
 func newMetrics(gw *Gateway) *gwMetrics {
@@ -51,6 +52,7 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		storeErrors:    s.NewCounter(`herald_gateway_errors_total{kind="store_read"}`),
 		deliveryLat:    s.NewHistogram(`herald_gateway_delivery_latency_seconds`),
 		wsRejected:     s.NewCounter(`herald_gateway_errors_total{kind="websocket_upgrade"}`),
+		acceptErrors:   s.NewCounter(`herald_gateway_errors_total{kind="accept"}`),
 	}
 	for _, c := range wire.Codes() {
 		m.disconnects[c] = s.NewCounter(fmt.Sprintf(`herald_gateway_disconnects_total{reason=%q}`, c.String()))

@@ -109,10 +109,9 @@ func (c *conn) handleConnect(body []byte) bool {
 			cursor, given = cur.Seq, true
 		}
 	}
-	ckey := offline.CursorKey(app, user, device, channel)
 	if !given {
 		ctx, cancel := context.WithTimeout(gw.ctx, 5*time.Second)
-		cursor, err = gw.store.Cursor(ctx, ckey)
+		cursor, err = gw.store.Cursor(ctx, offline.CursorKey(app, user, device, channel))
 		cancel()
 		if err != nil {
 			gw.m.storeErrors.Inc()
@@ -126,12 +125,12 @@ func (c *conn) handleConnect(body []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	c.app, c.user, c.device = app, user, device
 	c.key = app + "." + user + "." + device
+	c.appLen, c.userLen = uint8(len(app)), uint8(len(user))
 	c.hb = gw.heartbeat(f.Heartbeat)
 	c.state = stateReady
 	c.deadline = gw.wheel.Now() + idleDeadline(c.hb)
-	s := &sub{c: c, slot: 0, cursorKey: ckey, sent: cursor, acked: cursor, flushed: cursor, syncing: true}
+	s := &sub{c: c, slot: 0, sent: cursor, acked: cursor, flushed: cursor, syncing: true}
 	c.subs = []*sub{s}
 	ack := wire.ConnAck{
 		Version:      wire.Version,
@@ -149,11 +148,10 @@ func (c *conn) handleConnect(body []byte) bool {
 	gw.pending.Delete(c)
 
 	// Replace an older connection of the same device on this gateway.
-	var old *conn
-	gw.conns.update(c.key, func(m map[string]*conn) {
-		old = m[c.key]
-		m[c.key] = c
-	})
+	sh := gw.conns.lock(c.key)
+	old := sh.m[c.key]
+	sh.m[c.key] = c
+	sh.Unlock()
 	if old != nil {
 		old.fail(wire.CodeReplaced, "the device connected again")
 	}

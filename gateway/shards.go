@@ -14,10 +14,20 @@ func shardOf(key string) int { return int(maphash.String(shardSeed, key) % shard
 // shardedMap is a string-keyed map split over 64 locks, like centrifuge's
 // hub shards, so connects on many cores do not contend on one mutex.
 type shardedMap[V any] struct {
-	shards [shardCount]struct {
-		sync.Mutex
-		m map[string]V
-	}
+	shards [shardCount]shard[V]
+}
+
+type shard[V any] struct {
+	sync.Mutex
+	m map[string]V
+}
+
+// lock locks and returns the shard of key; the caller unlocks it. (No
+// closure: this runs once per connect and must not allocate.)
+func (s *shardedMap[V]) lock(key string) *shard[V] {
+	sh := &s.shards[shardOf(key)]
+	sh.Lock()
+	return sh
 }
 
 func newShardedMap[V any]() *shardedMap[V] {

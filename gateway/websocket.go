@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"net"
-	"time"
 
 	"github.com/gobwas/ws"
 
@@ -13,89 +11,95 @@ import (
 )
 
 // WebSocket: the same frames as TCP, carried in binary WebSocket messages,
-// served by the same epoll and workers. The HTTP upgrade is done with
-// gobwas/ws's zero-copy Upgrader in a short-lived goroutine (bounded by
-// maxHandshakes and the connect timeout); after it the connection is an
-// ordinary netpoll connection whose bytes pass through a small WebSocket
-// frame decoder before the herald frame parser.
+// served by the same epoll and workers. The HTTP upgrade request is
+// collected by the worker like any other bytes and handed to gobwas/ws's
+// zero-copy Upgrader once complete (bounded by maxUpgradeRequest and the
+// connect timeout); after it the bytes pass through a small WebSocket frame
+// decoder before the herald frame parser.
 //
 // Each herald frame the gateway sends is one binary WebSocket message.
 // Devices may split or batch their frames across messages freely: the
 // payloads of binary (and continuation) messages form one byte stream.
 
-// maxHandshakes bounds concurrent WebSocket upgrades in progress.
-const maxHandshakes = 1024
+// maxUpgradeRequest bounds the HTTP upgrade request a device may send.
+const maxUpgradeRequest = 8 << 10
 
 // errWSOrigin rejects an upgrade from an origin that is not allowed.
 var errWSOrigin = ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("origin not allowed"))
 
-func (gw *Gateway) wsAcceptLoop() {
-	for {
-		nc, err := gw.wsln.Accept()
-		if err != nil {
-			if gw.stopping.Load() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			gw.log.Warn("websocket accept failed", "err", err)
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		select {
-		case gw.handshakes <- struct{}{}:
-		default:
-			gw.m.wsRejected.Inc()
-			nc.Close()
-			continue
-		}
-		gw.wsWG.Add(1)
-		go func() {
-			defer gw.wsWG.Done()
-			defer func() { <-gw.handshakes }()
-			gw.wsUpgrade(nc)
-		}()
-	}
+// handshakeRW gives the Upgrader the buffered request to read and collects
+// its response.
+type handshakeRW struct {
+	r *bytes.Reader
+	w bytes.Buffer
 }
 
-// wsUpgrade performs the HTTP upgrade, then hands the socket to epoll.
-func (gw *Gateway) wsUpgrade(nc net.Conn) {
-	_ = nc.SetDeadline(time.Now().Add(gw.cfg.ConnectTimeout))
+func (h *handshakeRW) Read(p []byte) (int, error)  { return h.r.Read(p) }
+func (h *handshakeRW) Write(p []byte) (int, error) { return h.w.Write(p) }
+
+// handleUpgrade collects the HTTP upgrade request on the worker (no
+// goroutine per handshake) and upgrades with gobwas/ws's zero-copy Upgrader
+// once the header is complete. It returns false once the connection is
+// closed.
+func (c *conn) handleUpgrade(data []byte) bool {
+	rd := c.partial()
+	rd.in = append(rd.in, data...)
+	end := bytes.Index(rd.in, []byte("\r\n\r\n"))
+	if end < 0 {
+		if len(rd.in) > maxUpgradeRequest {
+			c.gw.m.wsRejected.Inc()
+			c.close(wire.CodeMalformed)
+			return false
+		}
+		return true
+	}
+	req, rest := rd.in[:end+4], rd.in[end+4:]
+	gw := c.gw
+	originSeen := false
 	u := ws.Upgrader{
+		ReadBufferSize: maxUpgradeRequest,
 		OnHeader: func(key, value []byte) error {
-			if len(gw.cfg.WSOrigins) > 0 && bytes.EqualFold(key, []byte("Origin")) && !gw.originAllowed(value) {
+			if len(gw.cfg.WSOrigins) == 0 || !bytes.EqualFold(key, []byte("Origin")) {
+				return nil
+			}
+			originSeen = true
+			if !gw.originAllowed(value) {
 				return errWSOrigin
 			}
 			return nil
 		},
-	}
-	if len(gw.cfg.WSOrigins) > 0 {
-		// A browser always sends Origin; a request without one is refused too.
-		seen := false
-		inner := u.OnHeader
-		u.OnHeader = func(key, value []byte) error {
-			if bytes.EqualFold(key, []byte("Origin")) {
-				seen = true
-			}
-			return inner(key, value)
-		}
-		u.OnBeforeUpgrade = func() (ws.HandshakeHeader, error) {
-			if !seen {
-				return nil, errWSOrigin
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if len(gw.cfg.WSOrigins) > 0 && !originSeen {
+				return nil, errWSOrigin // a browser always sends Origin
 			}
 			return nil, nil
-		}
+		},
 	}
-	if _, err := u.Upgrade(nc); err != nil {
+	rw := &handshakeRW{r: bytes.NewReader(req)}
+	_, err := u.Upgrade(rw)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	c.appendRawLocked(rw.w.Bytes())
+	if err == nil {
+		c.state = stateConnecting
+	}
+	c.mu.Unlock()
+	c.flush()
+	if err != nil {
 		gw.m.wsRejected.Inc()
 		gw.log.Debug("websocket upgrade refused", "err", err)
-		nc.Close()
-		return
+		c.close(wire.CodeMalformed)
+		return false
 	}
-	_ = nc.SetDeadline(time.Time{})
-	if gw.stopping.Load() {
-		nc.Close()
-		return
+	leftover := append([]byte(nil), rest...)
+	c.rd = nil
+	if len(leftover) > 0 {
+		return c.handleWS(leftover)
 	}
-	gw.register(nc, true)
+	return true
 }
 
 func (gw *Gateway) originAllowed(origin []byte) bool {
@@ -121,15 +125,15 @@ const (
 // from the last read) and passes binary payloads to the herald parser.
 // It returns false once the connection is failed or closed.
 func (c *conn) handleWS(data []byte) bool {
-	if len(c.wsIn) > 0 {
-		c.wsIn = append(c.wsIn, data...)
-		data = c.wsIn
+	if c.rd != nil && len(c.rd.wsIn) > 0 {
+		c.rd.wsIn = append(c.rd.wsIn, data...)
+		data = c.rd.wsIn
 	}
 	max := c.gw.cfg.MaxFrame + wire.MaxHeaderLen
 	for len(data) > 0 {
 		h, hl, ok, err := parseWSHeader(data, max)
 		if err != nil {
-			c.wsIn = nil
+			c.rd = nil
 			c.fail(wire.CodeMalformed, err.Error())
 			return false
 		}
@@ -142,7 +146,7 @@ func (c *conn) handleWS(data []byte) bool {
 		switch h.op {
 		case wsBinary, wsContinuation:
 			if !c.handleBytes(payload) {
-				c.wsIn = nil
+				c.rd = nil
 				return false
 			}
 		case wsPing:
@@ -155,7 +159,7 @@ func (c *conn) handleWS(data []byte) bool {
 			c.flush()
 		case wsPong:
 		case wsClose:
-			c.wsIn = nil
+			c.rd = nil
 			c.mu.Lock()
 			if !c.closed {
 				c.appendRawLocked(wsCloseFrame)
@@ -165,18 +169,21 @@ func (c *conn) handleWS(data []byte) bool {
 			c.close(0)
 			return false
 		default: // text: herald frames are binary
-			c.wsIn = nil
+			c.rd = nil
 			c.fail(wire.CodeMalformed, "websocket text messages are not herald frames; send binary")
 			return false
 		}
 	}
 	if len(data) == 0 {
-		c.wsIn = nil
+		if c.rd != nil {
+			c.rd.wsIn = nil
+			c.dropPartialIfEmpty()
+		}
 		return true
 	}
 	rest := make([]byte, len(data), len(data)+256)
 	copy(rest, data)
-	c.wsIn = rest
+	c.partial().wsIn = rest
 	return true
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +36,11 @@ func startOps(addr string, n *Node) (*opsServer, error) {
 		}
 		metrics.WriteProcessMetrics(w)
 	})
+	// Profiles, for finding where memory and time go (the metrics address is
+	// an operator's, loopback by default).
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if o.ready.Load() && n.NC != nil && n.NC.IsConnected() {

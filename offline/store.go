@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,6 +28,9 @@ var (
 
 // Store is a handle on the stream and buckets. It is safe for concurrent use.
 type Store struct {
+	muxOnce sync.Once
+	mux     *replyMux
+	muxErr  error
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	stream  jetstream.Stream
@@ -200,24 +204,31 @@ type directGet struct {
 // with one Direct Get batch request. It returns how many more messages
 // matched after the batch (pending) as the server counted them. No messages
 // and no error means there is nothing at or after from.
+//
+// Replies come through the store's one reply subscription (see replyMux),
+// not a subscription per request: a nats.go SubscribeSync allocates a
+// 64k-slot channel, which a reconnect storm would turn into gigabytes of
+// garbage.
 func (s *Store) Fetch(ctx context.Context, subject string, from uint64, max int) (msgs []Message, pending uint64, err error) {
 	if from == 0 {
 		from = 1
 	}
-	req, _ := json.Marshal(directGet{Seq: from, NextFor: subject, Batch: max, MaxBytes: 1 << 20})
-	inbox := s.nc.NewRespInbox()
-	sub, err := s.nc.SubscribeSync(inbox)
+	mux, err := s.replies()
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, 0, err
 	}
-	defer sub.Unsubscribe()
-	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+StreamName, inbox, req); err != nil {
+	req, _ := json.Marshal(directGet{Seq: from, NextFor: subject, Batch: max, MaxBytes: 1 << 20})
+	reply, ch, done := mux.open(max + 2)
+	defer done()
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+StreamName, reply, req); err != nil {
 		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return msgs, 0, fmt.Errorf("%w: direct get: %v", ErrUnavailable, err)
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-ctx.Done():
+			return msgs, 0, fmt.Errorf("%w: direct get: %v", ErrUnavailable, ctx.Err())
 		}
 		switch m.Header.Get("Status") {
 		case "":

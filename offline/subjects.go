@@ -43,6 +43,9 @@ func ParseChannel(ch string) (kind, name string, ok bool) {
 // must be valid (config.ValidName, ParseChannel).
 func StoredSubject(app, channel string) string { return storedPrefix + app + "." + channel }
 
+// StoredSubjectForKey is StoredSubject for a ChannelKey.
+func StoredSubjectForKey(key string) string { return storedPrefix + key }
+
 // LiveSubject is where the stream republishes a channel's messages.
 func LiveSubject(app, channel string) string { return livePrefix + app + "." + channel }
 

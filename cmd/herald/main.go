@@ -18,6 +18,7 @@ Usage:
   herald dispatcher --nats URL     run a standalone HTTP API
   herald listen [flags]            connect as a device and print messages as JSON lines
   herald push [flags]              publish a message through the HTTP API
+  herald bench <scenario> [flags]  load scenarios: connect, baseline-gateway
   herald version
 
 Run "herald <command> -h" for a command's flags.
@@ -43,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = gatewayCmd(rest, stdout, stderr)
 	case "dispatcher":
 		err = dispatcherCmd(rest, stdout, stderr)
+	case "bench":
+		err = benchCmd(rest, stdout, stderr)
 	case "listen":
 		err = listen(rest, stdout, stderr)
 	case "push":

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"herald/config"
@@ -27,6 +28,9 @@ func runRole(role string, roles node.Roles, args []string, stdout, stderr io.Wri
 		return err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	if cfg.GCPercent > 0 && os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 	if cfg.Dev {
 		log.Warn("DEV MODE: app \"demo\" with publisher key \"demo-key\" and device secret \"demo-secret\" is open to anyone who can reach these loopback ports; do not use in production")
 	}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"herald/bench"
+)
+
+const benchUsage = `Usage: herald bench <scenario> [flags]
+
+Scenarios:
+  connect            open many idle authenticated devices; report connects/s and gateway memory
+  baseline-gateway   a goroutine-per-connection gateway, to measure against (same bench)
+
+Every scenario targets loopback addresses only and stops by itself.
+`
+
+func benchCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, benchUsage)
+		return errUsage
+	}
+	switch args[0] {
+	case "connect":
+		return benchConnect(args[1:], stdout, stderr)
+	case "connect-worker":
+		return benchConnectWorker(args[1:], stdout, stderr)
+	case "baseline-gateway":
+		return benchBaseline(args[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "herald bench: unknown scenario %q\n\n%s", args[0], benchUsage)
+		return errUsage
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return flag.ErrHelp
+		}
+		return errUsage
+	}
+	return nil
+}
+
+func benchConnect(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herald bench connect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	conns := fs.Int("conns", 1000, "devices to open")
+	gateways := fs.String("gateways", "127.0.0.1:7070", "gateway device addresses (host:port or ws:// URLs), comma-separated")
+	sources := fs.String("sources", "127.0.0.2-127.0.0.9", "loopback source addresses: a range or a list")
+	procs := fs.Int("procs", 2, "client processes")
+	hold := fs.Duration("hold", 30*time.Second, "how long to hold the devices before measuring")
+	metrics := fs.String("metrics", "http://127.0.0.1:8080/metrics", "each gateway's /metrics URL, comma-separated")
+	app := fs.String("app", "demo", "app")
+	secret := fs.String("secret", "demo-secret", "the app's device secret")
+	rate := fs.Int("rate", 0, "connects per second over all processes (0: as fast as possible)")
+	ramp := fs.Duration("ramp-timeout", 5*time.Minute, "give up ramping after this long")
+	users := fs.String("users", "bench", "user name prefix")
+	jsonOut := fs.String("json", "", "also write the report as JSON to this file")
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	src, err := bench.ParseSources(*sources)
+	if err != nil {
+		return err
+	}
+	res, err := bench.RunConnect(bench.ConnectConfig{
+		Conns: *conns, Gateways: splitList(*gateways), Sources: src, Procs: *procs, Hold: *hold,
+		Metrics: splitList(*metrics), App: *app, Secret: *secret, Rate: *rate, RampTimeout: *ramp,
+		Progress: stderr, Users: *users,
+	})
+	if err != nil {
+		return err
+	}
+	res.Table(stdout)
+	if *jsonOut != "" {
+		return bench.WriteJSON(*jsonOut, res)
+	}
+	return nil
+}
+
+func benchConnectWorker(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herald bench connect-worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	conns := fs.Int("conns", 0, "")
+	gateways := fs.String("gateways", "", "")
+	sources := fs.String("sources", "", "")
+	app := fs.String("app", "", "")
+	secret := fs.String("secret", "", "")
+	users := fs.String("users", "", "")
+	rate := fs.Int("rate", 0, "")
+	maxTime := fs.Duration("max-time", 10*time.Minute, "")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	return bench.RunConnectWorker(bench.WorkerConfig{
+		Conns: *conns, Gateways: splitList(*gateways), Sources: splitList(*sources), App: *app, Secret: *secret,
+		Users: *users, Rate: *rate, MaxTime: *maxTime, Out: stdout, In: os.Stdin,
+	})
+}
+
+func benchBaseline(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herald bench baseline-gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("tcp", "127.0.0.1:7090", "device TCP address")
+	metricsAddr := fs.String("metrics", "127.0.0.1:9190", "/metrics address")
+	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS URL")
+	app := fs.String("app", "demo", "app")
+	secret := fs.String("secret", "demo-secret", "the app's device secret")
+	maxTime := fs.Duration("max-time", 30*time.Minute, "stop by itself after this long")
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	return bench.RunBaseline(bench.BaselineConfig{Listen: *listen, MetricsListen: *metricsAddr, NATS: *natsURL, App: *app, Secret: *secret, MaxTime: *maxTime,
+		Ready: func(d, m net.Addr) {
+			fmt.Fprintf(stdout, "baseline gateway: devices tcp://%s, metrics http://%s/metrics\n", d, m)
+		}})
+}
