@@ -287,6 +287,7 @@ func (c *conn) flush() {
 	}
 	for c.pendingLocked() > 0 {
 		n, err := unix.Write(c.fd, c.out[c.outOff:])
+		c.gw.m.socketWrites.Inc()
 		if n > 0 {
 			c.outOff += n
 			c.gw.outPending.Add(-int64(n))

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"runtime"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"herald/config"
+	"herald/offline"
 	"herald/wire"
 )
 
@@ -107,4 +109,37 @@ func TestSlowConsumerClosedOthersUnharmed(t *testing.T) {
 			break
 		}
 	}
+}
+
+// Frames that arrive while a connection's previous write is still being
+// served go out together: a burst of live messages costs far fewer write
+// syscalls than frames.
+func TestWritesAreCoalesced(t *testing.T) {
+	h := newHarness(t, nil)
+	d := h.connect("burst", 0)
+	msgs := make([]offline.Publish, 1000)
+	for i := range msgs {
+		msgs[i] = offline.Publish{App: "demo", Channel: "u.burst", Data: []byte("a burst of pushes")}
+	}
+	writes0 := h.gw.m.socketWrites.Get()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := h.store.PublishAll(ctx, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := res[len(res)-1].Seq
+	for n := 0; ; n++ {
+		if p := d.push(); p.Seq == last {
+			if n != len(msgs)-1 {
+				t.Fatalf("read %d messages", n+1)
+			}
+			break
+		}
+	}
+	writes := h.gw.m.socketWrites.Get() - writes0
+	if writes*2 > uint64(len(msgs)) {
+		t.Fatalf("%d socket writes for %d frames: not coalesced", writes, len(msgs))
+	}
+	t.Logf("%d socket writes for %d frames", writes, len(msgs))
 }

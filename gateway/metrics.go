@@ -31,6 +31,7 @@ type gwMetrics struct {
 	deliveryLat    *metrics.Histogram
 	wsRejected     *metrics.Counter
 	acceptErrors   *metrics.Counter
+	socketWrites   *metrics.Counter
 }
 
 func newMetrics(gw *Gateway) *gwMetrics {
@@ -53,6 +54,7 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		deliveryLat:    s.NewHistogram(`herald_gateway_delivery_latency_seconds`),
 		wsRejected:     s.NewCounter(`herald_gateway_errors_total{kind="websocket_upgrade"}`),
 		acceptErrors:   s.NewCounter(`herald_gateway_errors_total{kind="accept"}`),
+		socketWrites:   s.NewCounter(`herald_gateway_socket_writes_total`),
 	}
 	for _, c := range wire.Codes() {
 		m.disconnects[c] = s.NewCounter(fmt.Sprintf(`herald_gateway_disconnects_total{reason=%q}`, c.String()))

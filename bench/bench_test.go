@@ -1,0 +1,35 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseSources(t *testing.T) {
+	got, err := ParseSources("127.0.0.2-127.0.0.4,127.0.0.9")
+	if err != nil || strings.Join(got, " ") != "127.0.0.2 127.0.0.3 127.0.0.4 127.0.0.9" {
+		t.Fatalf("%v %v", got, err)
+	}
+	for _, bad := range []string{"", "10.0.0.1", "127.0.0.5-127.0.0.2", "127.0.0.1-127.0.1.2", "nonsense", "192.168.1.2-192.168.1.3"} {
+		if _, err := ParseSources(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// The bench only ever targets this machine.
+func TestOnlyLoopback(t *testing.T) {
+	for _, ok := range []string{"127.0.0.1:7070", "ws://127.0.0.1:7071/", "http://127.0.0.1:9091/metrics", "[::1]:7070", "localhost:80"} {
+		if err := checkLoopback(ok); err != nil {
+			t.Errorf("%s refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"10.1.2.3:7070", "ws://192.168.0.2:7071/", "http://example.com/metrics", "8.8.8.8:53"} {
+		if err := checkLoopback(bad); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+	if _, err := RunConnect(ConnectConfig{Conns: 1, Procs: 1, Gateways: []string{"10.0.0.1:7070"}, Sources: []string{"127.0.0.2"}}); err == nil {
+		t.Fatal("RunConnect accepted a non-loopback gateway")
+	}
+}

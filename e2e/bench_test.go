@@ -1,0 +1,47 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// herald bench connect against a running herald: the devices connect from
+// several processes and source addresses, and the report reads the
+// gateway's own metrics.
+func TestBenchConnect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes")
+	}
+	bin := buildHerald(t)
+	dir := t.TempDir()
+	api, natsAddr, dev := freeAddr(t), freeAddr(t), freeAddr(t)
+	server := start(t, dir, fmt.Sprintf("%s serve --dev --http %s --tcp %s --ws '' --nats-listen %s", bin, api, dev, natsAddr))
+	waitFor(t, 20*time.Second, "serve", func() bool { return strings.Contains(server.out.String(), "herald is running") })
+	out := filepath.Join(dir, "report.json")
+	b := start(t, dir, fmt.Sprintf("%s bench connect --conns 300 --procs 2 --hold 1s --gateways %s --sources 127.0.0.2-127.0.0.3 --metrics http://%s/metrics --json %s",
+		bin, dev, api, out))
+	if err := b.wait(t, 60*time.Second); err != nil {
+		t.Fatalf("bench: %v\n%s", err, b.out.String())
+	}
+	if !strings.Contains(b.out.String(), "300 of 300 connected, 0 failed") {
+		t.Fatalf("bench output:\n%s", b.out.String())
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Connected int `json:"connected"`
+		Gateways  []struct {
+			Devices float64 `json:"devices"`
+		} `json:"gateways"`
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil || rep.Connected != 300 || len(rep.Gateways) != 1 || rep.Gateways[0].Devices != 300 {
+		t.Fatalf("report %s: %v", raw, err)
+	}
+}
