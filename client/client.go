@@ -29,8 +29,8 @@ import (
 type Message struct {
 	Channel string
 	Seq     uint64
-	Data    []byte // valid only during the handler call: copy it to keep it
-	Time    time.Time
+	Data    []byte    // valid only during the handler call: copy it to keep it
+	Time    time.Time // when stored; for live messages (sent without it), when received
 	Expires time.Time // zero when the message has no TTL
 	Replay  bool      // sent from the store (catch-up) rather than live
 }
@@ -482,7 +482,12 @@ func (s *session) handlePush(p *wire.Push) error {
 		}
 		return nil
 	}
-	m := Message{Channel: ch, Seq: p.Seq, Data: p.Payload, Time: time.UnixMilli(p.Time), Replay: p.Flags&wire.FlagReplay != 0}
+	m := Message{Channel: ch, Seq: p.Seq, Data: p.Payload, Replay: p.Flags&wire.FlagReplay != 0}
+	if p.Time != 0 {
+		m.Time = time.UnixMilli(p.Time)
+	} else {
+		m.Time = time.Now() // a live message was stored just now
+	}
 	if p.Expires > 0 {
 		m.Expires = time.UnixMilli(p.Expires)
 	}

@@ -149,7 +149,8 @@ func (gw *Gateway) liveReader(in chan *nats.Msg) {
 		}
 		gw.m.liveMsgs.Inc()
 		// Encode once for every local listener (all user-channel subs use slot 0).
-		frame = (&wire.Push{Slot: 0, Seq: l.Seq, Time: l.Time.UnixMilli(), Expires: unixMilli(l.Expires), Payload: l.Data}).Append(frame[:0])
+		// Live messages carry no time: they were stored just now.
+		frame = (&wire.Push{Slot: 0, Seq: l.Seq, Expires: unixMilli(l.Expires), Payload: l.Data}).Append(frame[:0])
 		slow = slow[:0]
 		ch.mu.Lock()
 		for _, s := range ch.subs {

@@ -144,27 +144,56 @@ func (f *ConnAck) Decode(body []byte) error {
 	return r.err
 }
 
-// Push flags.
+// Push flags. Bits 1 and 2 say which optional fields are present; a
+// receiver ignores flag bits it does not know.
 const (
 	// FlagReplay marks a message sent from the store (catch-up) rather than live.
 	FlagReplay = 1 << 0
+	// FlagTime: the time field is present.
+	FlagTime = 1 << 1
+	// FlagExpires: the expires field is present.
+	FlagExpires = 1 << 2
 )
 
-// Push carries one message to the device.
+// Push carries one message to the device. The payload is the rest of the
+// body: it has no length of its own.
 //
-//	slot u, seq u, flags 1 byte, time u (unix ms stored), expires u (unix ms, 0 = never), payload b
+//	slot u, seq u, flags 1, [time u if FlagTime], [expires u if FlagExpires], payload (rest)
+//
+// Append sets FlagTime when Time is not 0 and FlagExpires when Expires is
+// not 0; Decode sets Time and Expires to 0 when absent. Gateways send time
+// on replayed messages (stored earlier) and omit it on live ones (stored
+// just now), which keeps a live PUSH smaller than MQTT's PUBLISH.
 type Push struct {
 	Slot    uint32
 	Seq     uint64
 	Flags   uint8
-	Time    int64
-	Expires int64
+	Time    int64 // unix ms when stored; 0 = not sent
+	Expires int64 // unix ms when it expires; 0 = never
 	Payload []byte
+}
+
+func (f *Push) flags() uint8 {
+	fl := f.Flags &^ (FlagTime | FlagExpires)
+	if f.Time != 0 {
+		fl |= FlagTime
+	}
+	if f.Expires != 0 {
+		fl |= FlagExpires
+	}
+	return fl
 }
 
 // Size is the encoded body size.
 func (f *Push) Size() int {
-	return uvlen(uint64(f.Slot)) + uvlen(f.Seq) + 1 + uvlen(uint64(f.Time)) + uvlen(uint64(f.Expires)) + blen(f.Payload)
+	n := uvlen(uint64(f.Slot)) + uvlen(f.Seq) + 1 + len(f.Payload)
+	if f.Time != 0 {
+		n += uvlen(uint64(f.Time))
+	}
+	if f.Expires != 0 {
+		n += uvlen(uint64(f.Expires))
+	}
+	return n
 }
 
 // Append appends the whole frame to dst.
@@ -172,10 +201,14 @@ func (f *Push) Append(dst []byte) []byte {
 	dst = appendHeader(dst, TypePush, f.Size())
 	dst = binary.AppendUvarint(dst, uint64(f.Slot))
 	dst = binary.AppendUvarint(dst, f.Seq)
-	dst = append(dst, f.Flags)
-	dst = binary.AppendUvarint(dst, uint64(f.Time))
-	dst = binary.AppendUvarint(dst, uint64(f.Expires))
-	return appendBytes(dst, f.Payload)
+	dst = append(dst, f.flags())
+	if f.Time != 0 {
+		dst = binary.AppendUvarint(dst, uint64(f.Time))
+	}
+	if f.Expires != 0 {
+		dst = binary.AppendUvarint(dst, uint64(f.Expires))
+	}
+	return append(dst, f.Payload...)
 }
 
 // Decode decodes a PUSH body.
@@ -184,9 +217,14 @@ func (f *Push) Decode(body []byte) error {
 	f.Slot = r.u32()
 	f.Seq = r.uvarint()
 	f.Flags = r.byte1()
-	f.Time = r.i64()
-	f.Expires = r.i64()
-	f.Payload = r.bytes(len(body))
+	f.Time, f.Expires = 0, 0
+	if f.Flags&FlagTime != 0 {
+		f.Time = r.i64()
+	}
+	if f.Flags&FlagExpires != 0 {
+		f.Expires = r.i64()
+	}
+	f.Payload = r.b[:len(r.b):len(r.b)]
 	return r.err
 }
 

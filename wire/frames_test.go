@@ -32,7 +32,7 @@ func TestPushRoundTrip(t *testing.T) {
 	if err := out.Decode(body); err != nil {
 		t.Fatal(err)
 	}
-	if out.Slot != in.Slot || out.Seq != in.Seq || out.Flags != in.Flags || out.Time != in.Time ||
+	if out.Slot != in.Slot || out.Seq != in.Seq || out.Flags != in.Flags|FlagTime|FlagExpires || out.Time != in.Time ||
 		out.Expires != in.Expires || !bytes.Equal(out.Payload, in.Payload) {
 		t.Fatalf("got %+v want %+v", out, in)
 	}
@@ -65,6 +65,19 @@ func TestConnAckRoundTrip(t *testing.T) {
 	}
 	if out.HeartbeatMax != 600 || out.MaxFrame != 4096 || len(out.Channels) != 1 || string(out.Channels[0].Name) != "u.alice" || out.Channels[0].Seq != 9 {
 		t.Fatalf("got %+v", out)
+	}
+}
+
+// A live PUSH (no time, no expiry) and an empty payload are valid.
+func TestPushOptionalFields(t *testing.T) {
+	var p Push
+	_, body := decodeOne(t, (&Push{Slot: 1, Seq: 9}).Append(nil))
+	if err := p.Decode(body); err != nil || p.Seq != 9 || p.Time != 0 || p.Expires != 0 || len(p.Payload) != 0 || p.Flags != 0 {
+		t.Fatalf("%+v %v", p, err)
+	}
+	_, body = decodeOne(t, (&Push{Seq: 9, Expires: 77, Payload: []byte("x")}).Append(nil))
+	if err := p.Decode(body); err != nil || p.Time != 0 || p.Expires != 77 || string(p.Payload) != "x" {
+		t.Fatalf("%+v %v", p, err)
 	}
 }
 
@@ -171,8 +184,9 @@ func TestDecodeMalformed(t *testing.T) {
 	var ca ConnAck
 	var e Error
 	f("push empty", nil, p.Decode)
-	f("push no payload", []byte{0x00, 0x01, 0x00, 0x00, 0x00}, p.Decode)
-	f("push payload length past end", []byte{0x00, 0x01, 0x00, 0x00, 0x00, 0x05, 'a'}, p.Decode)
+	f("push without flags", []byte{0x00, 0x01}, p.Decode)
+	f("push time flag without time", []byte{0x00, 0x01, FlagTime}, p.Decode)
+	f("push expires flag with unterminated expires", []byte{0x00, 0x01, FlagExpires, 0xff}, p.Decode)
 	f("push slot over 32 bits", []byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x01, 0, 0, 0, 0}, p.Decode)
 	f("ack empty", nil, a.Decode)
 	f("ack seq unterminated", []byte{0x00, 0xff}, a.Decode)
