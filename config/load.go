@@ -76,6 +76,7 @@ func (c *Config) options(role string) []option {
 			option{"data", "data", "JetStream store directory", &c.Data},
 			option{"dev", "dev", "seed the demo app and listen on loopback only", &c.Dev},
 			option{"nats.listen", "nats-listen", "embedded NATS client address", &c.NATS.Listen},
+			option{"metrics_listen", "metrics", "extra address for /metrics and /debug/pprof (empty: off)", &c.MetricsListen},
 		)
 		out = append(out, api...)
 		out = append(out, store...)

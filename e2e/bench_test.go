@@ -45,3 +45,40 @@ func TestBenchConnect(t *testing.T) {
 		t.Fatalf("report %s: %v", raw, err)
 	}
 }
+
+// herald bench unicast and storm, small: they run, bound themselves, find
+// nothing lost, and write their reports.
+func TestBenchUnicastAndStorm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes")
+	}
+	bin := buildHerald(t)
+	dir := t.TempDir()
+	api, natsAddr, dev := freeAddr(t), freeAddr(t), freeAddr(t)
+	server := start(t, dir, fmt.Sprintf("%s serve --dev --http %s --tcp %s --ws '' --nats-listen %s", bin, api, dev, natsAddr))
+	waitFor(t, 20*time.Second, "serve", func() bool { return strings.Contains(server.out.String(), "herald is running") })
+
+	plot := filepath.Join(dir, "latency.svg")
+	u := start(t, dir, fmt.Sprintf("%s bench unicast --devices 50 --duration 2s --publishers 4 --per-request 5 --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --plot %s",
+		bin, api, dev, plot))
+	if err := u.wait(t, 60*time.Second); err != nil {
+		t.Fatalf("unicast: %v\n%s", err, u.out.String())
+	}
+	out := u.out.String()
+	if !strings.Contains(out, "lost 0; duplicates or reordered 0") || !strings.Contains(out, "p99") {
+		t.Fatalf("unicast output:\n%s", out)
+	}
+	svg, err := os.ReadFile(plot)
+	if err != nil || !strings.Contains(string(svg), "<polyline") {
+		t.Fatalf("plot: %v %.200s", err, svg)
+	}
+
+	s := start(t, dir, fmt.Sprintf("%s bench storm --devices 60 --missed 5 --per-request 20 --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --timeout 30s",
+		bin, api, dev))
+	if err := s.wait(t, 90*time.Second); err != nil {
+		t.Fatalf("storm: %v\n%s", err, s.out.String())
+	}
+	if out := s.out.String(); !strings.Contains(out, "all caught up after") || !strings.Contains(out, "lost 0; shown twice or out of order 0") {
+		t.Fatalf("storm output:\n%s", out)
+	}
+}

@@ -31,6 +31,12 @@ func (gw *Gateway) catchupWorker() {
 // the device's output is full the catch-up pauses and flush resumes it.
 func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
 	c := s.c
+	c.mu.Lock()
+	need := s.needCursor
+	c.mu.Unlock()
+	if need && !gw.resolveCursor(s) {
+		return frame
+	}
 	for {
 		c.mu.Lock()
 		if c.closed || c.state != stateReady {
@@ -95,4 +101,27 @@ func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
 			return frame
 		}
 	}
+}
+
+// resolveCursor reads the server cursor of a device that sent none. It
+// returns false when the connection was failed.
+func (gw *Gateway) resolveCursor(s *sub) bool {
+	c := s.c
+	ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
+	seq, err := gw.store.Cursor(ctx, s.cursorKey())
+	cancel()
+	if err != nil {
+		gw.m.storeErrors.Inc()
+		c.fail(wire.CodeStoreUnavailable, "cursor store unavailable: reconnect later")
+		return false
+	}
+	c.mu.Lock()
+	if s.needCursor {
+		s.needCursor = false
+		if seq > s.sent {
+			s.sent, s.acked, s.flushed = seq, seq, seq
+		}
+	}
+	c.mu.Unlock()
+	return true
 }

@@ -36,6 +36,7 @@ type sub struct {
 	pendingMax uint64 // highest live seq seen while syncing
 	resume     bool   // catch-up paused until the output drains
 	dirty      bool   // in gw.dirty
+	needCursor bool   // the device sent no cursor: catch-up reads it from KV first
 }
 
 // join adds s to its channel, subscribing on NATS if it is the first local

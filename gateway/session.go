@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"errors"
 	"time"
 
@@ -100,23 +99,16 @@ func (c *conn) handleConnect(body []byte) bool {
 		return false
 	}
 
-	// The device's cursor for its user channel, or the one its last ACKs left in KV.
+	// The device's cursor for its user channel. Without one, the catch-up
+	// worker reads the one its last ACKs left in KV: a store round trip must
+	// not hold a readiness worker (in a reconnect storm it would stall every
+	// CONNECT behind it).
 	channel := offline.UserChannel(user)
 	var cursor uint64
 	given := false
 	for _, cur := range f.Cursors {
 		if string(cur.Channel) == channel {
 			cursor, given = cur.Seq, true
-		}
-	}
-	if !given {
-		ctx, cancel := context.WithTimeout(gw.ctx, 5*time.Second)
-		cursor, err = gw.store.Cursor(ctx, offline.CursorKey(app, user, device, channel))
-		cancel()
-		if err != nil {
-			gw.m.storeErrors.Inc()
-			c.fail(wire.CodeStoreUnavailable, "cursor store unavailable")
-			return false
 		}
 	}
 
@@ -130,7 +122,7 @@ func (c *conn) handleConnect(body []byte) bool {
 	c.hb = gw.heartbeat(f.Heartbeat)
 	c.state = stateReady
 	c.deadline = gw.wheel.Now() + idleDeadline(c.hb)
-	s := &sub{c: c, slot: 0, sent: cursor, acked: cursor, flushed: cursor, syncing: true}
+	s := &sub{c: c, slot: 0, sent: cursor, acked: cursor, flushed: cursor, syncing: true, needCursor: !given}
 	c.subs = []*sub{s}
 	ack := wire.ConnAck{
 		Version:      wire.Version,

@@ -104,7 +104,7 @@ func Start(cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error
 			return n, err
 		}
 	}
-	if !roles.Dispatcher && cfg.MetricsListen != "" {
+	if cfg.MetricsListen != "" {
 		n.ops, err = startOps(cfg.MetricsListen, n)
 		if err != nil {
 			return n, err

@@ -31,6 +31,9 @@ func startOps(addr string, n *Node) (*opsServer, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		if n.Dispatcher != nil {
+			n.Dispatcher.Metrics().WritePrometheus(w)
+		}
 		if n.Gateway != nil {
 			n.Gateway.Metrics().WritePrometheus(w)
 		}

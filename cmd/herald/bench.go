@@ -17,6 +17,8 @@ const benchUsage = `Usage: herald bench <scenario> [flags]
 
 Scenarios:
   connect            open many idle authenticated devices; report connects/s and gateway memory
+  unicast            devices on the gateways, publishers POSTing to random users; throughput and latency
+  storm              devices all cut at once, messages published while away; time to catch up, loss check
   baseline-gateway   a goroutine-per-connection gateway, to measure against (same bench)
 
 Every scenario targets loopback addresses only and stops by itself.
@@ -34,6 +36,10 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return benchConnectWorker(args[1:], stdout, stderr)
 	case "baseline-gateway":
 		return benchBaseline(args[1:], stdout, stderr)
+	case "unicast":
+		return benchUnicast(args[1:], stdout, stderr)
+	case "storm":
+		return benchStorm(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "herald bench: unknown scenario %q\n\n%s", args[0], benchUsage)
 		return errUsage
@@ -139,4 +145,95 @@ func benchBaseline(args []string, stdout, stderr io.Writer) error {
 		Ready: func(d, m net.Addr) {
 			fmt.Fprintf(stdout, "baseline gateway: devices tcp://%s, metrics http://%s/metrics\n", d, m)
 		}})
+}
+
+func benchUnicast(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herald bench unicast", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	devices := fs.Int("devices", 1000, "devices (one user each)")
+	gateways := fs.String("gateways", "127.0.0.1:7070", "gateway device addresses, comma-separated")
+	sources := fs.String("sources", "127.0.0.2-127.0.0.9", "loopback source addresses")
+	api := fs.String("api", "http://127.0.0.1:8080", "HTTP API")
+	key := fs.String("key", "demo-key", "publisher key")
+	app := fs.String("app", "demo", "app")
+	secret := fs.String("secret", "demo-secret", "the app's device secret")
+	publishers := fs.Int("publishers", 32, "concurrent publishing requests")
+	rate := fs.Int("rate", 0, "messages per second in all (0: as fast as possible)")
+	duration := fs.Duration("duration", 20*time.Second, "how long to publish")
+	perRequest := fs.Int("per-request", 1, "users per publish request")
+	payload := fs.Int("payload", 100, "payload padding bytes after the timestamp")
+	users := fs.String("users", "uni", "user name prefix")
+	jsonOut := fs.String("json", "", "also write the report as JSON to this file")
+	plot := fs.String("plot", "", "write an SVG latency-over-time chart to this file")
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	src, err := bench.ParseSources(*sources)
+	if err != nil {
+		return err
+	}
+	res, err := bench.RunUnicast(bench.UnicastConfig{API: *api, Key: *key, App: *app, Secret: *secret, Gateways: splitList(*gateways),
+		Sources: src, Devices: *devices, Publishers: *publishers, Rate: *rate, Duration: *duration, PerRequest: *perRequest,
+		Payload: *payload, Users: *users, Progress: stderr})
+	if err != nil {
+		return err
+	}
+	res.Table(stdout)
+	if *plot != "" {
+		title := fmt.Sprintf("herald unicast: %d devices, %.0f delivered/s, p99 %.1f ms", res.Devices, res.DeliveredPerSec, res.Latency.P99)
+		if err := bench.WritePlot(*plot, title, res.Timeline); err != nil {
+			return err
+		}
+	}
+	if *jsonOut != "" {
+		return bench.WriteJSON(*jsonOut, res)
+	}
+	return nil
+}
+
+func benchStorm(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herald bench storm", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	devices := fs.Int("devices", 1000, "devices (one user each)")
+	missed := fs.Int("missed", 10, "messages per device published while they are away")
+	gateways := fs.String("gateways", "127.0.0.1:7070", "gateway device addresses, comma-separated")
+	sources := fs.String("sources", "127.0.0.2-127.0.0.9", "loopback source addresses")
+	api := fs.String("api", "http://127.0.0.1:8080", "HTTP API")
+	key := fs.String("key", "demo-key", "publisher key")
+	app := fs.String("app", "demo", "app")
+	secret := fs.String("secret", "demo-secret", "the app's device secret")
+	publishers := fs.Int("publishers", 16, "concurrent publishing requests")
+	perRequest := fs.Int("per-request", 100, "users per publish request")
+	timeout := fs.Duration("timeout", 2*time.Minute, "give up waiting for recovery after this long")
+	users := fs.String("users", "storm", "user name prefix")
+	jsonOut := fs.String("json", "", "also write the report as JSON to this file")
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	src, err := bench.ParseSources(*sources)
+	if err != nil {
+		return err
+	}
+	res, err := bench.RunStorm(bench.StormConfig{API: *api, Key: *key, App: *app, Secret: *secret, Gateways: splitList(*gateways),
+		Sources: src, Devices: *devices, Missed: *missed, PerRequest: *perRequest, Publishers: *publishers, Timeout: *timeout,
+		Users: *users, Progress: stderr})
+	if err != nil {
+		return err
+	}
+	res.Table(stdout)
+	if *jsonOut != "" {
+		if err := bench.WriteJSON(*jsonOut, res); err != nil {
+			return err
+		}
+	}
+	if res.Lost > 0 || res.Duplicates > 0 || res.CaughtUpSeconds == 0 {
+		return fmt.Errorf("storm: %d lost, %d shown twice or out of order", res.Lost, res.Duplicates)
+	}
+	return nil
 }

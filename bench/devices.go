@@ -1,0 +1,181 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"herald/client"
+	"herald/token"
+)
+
+// pool is a set of SDK devices, one user each, spread over gateways and
+// loopback source addresses. Each device's application counts what it sees
+// and drops nothing: duplicates and gaps are what the scenarios check.
+type pool struct {
+	devices []*device
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	onMsg   func(d *device, m client.Message)
+}
+
+type device struct {
+	idx      int
+	user     string
+	c        *client.Client
+	received atomic.Int64
+	dups     atomic.Int64 // shown again or out of order: seq not above the last seen
+	lastSeq  atomic.Uint64
+	gate     *gate
+	mu       sync.Mutex
+	conn     net.Conn
+}
+
+// gate blocks dials while closed (a storm keeps devices away).
+type gate struct {
+	mu     sync.Mutex
+	closed bool
+}
+
+func (g *gate) isClosed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closed
+}
+
+func (g *gate) set(closed bool) {
+	g.mu.Lock()
+	g.closed = closed
+	g.mu.Unlock()
+}
+
+var errGateClosed = errors.New("bench: device kept offline")
+
+// poolConfig configures a pool.
+type poolConfig struct {
+	Devices  int
+	Gateways []string
+	Sources  []string
+	App      string
+	Secret   string
+	Users    string
+	OnMsg    func(d *device, m client.Message)
+}
+
+func startPool(cfg poolConfig) *pool {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &pool{cancel: cancel, onMsg: cfg.OnMsg}
+	g := &gate{}
+	for i := 0; i < cfg.Devices; i++ {
+		d := &device{idx: i, user: cfg.Users + strconv.Itoa(i), gate: g}
+		src := net.ParseIP(cfg.Sources[i%len(cfg.Sources)])
+		dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: src}}
+		secret, app, user := []byte(cfg.Secret), cfg.App, d.user
+		c, err := client.New(client.Config{
+			Addr:   cfg.Gateways[i%len(cfg.Gateways)],
+			App:    cfg.App,
+			Device: "bench",
+			Token: func(context.Context) (string, error) {
+				return token.Sign(secret, app, user, "bench", time.Hour)
+			},
+			Handler: func(m client.Message) error {
+				d.received.Add(1)
+				if last := d.lastSeq.Load(); m.Seq <= last {
+					d.dups.Add(1)
+				}
+				d.lastSeq.Store(m.Seq)
+				if p.onMsg != nil {
+					p.onMsg(d, m)
+				}
+				return nil
+			},
+			MinBackoff: 50 * time.Millisecond,
+			MaxBackoff: 2 * time.Second,
+			Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				if d.gate.isClosed() {
+					return nil, errGateClosed
+				}
+				nc, err := dialer.DialContext(ctx, network, addr)
+				if err == nil {
+					d.mu.Lock()
+					d.conn = nc
+					d.mu.Unlock()
+				}
+				return nc, err
+			},
+		})
+		if err != nil {
+			panic(fmt.Sprintf("bench: %v", err)) // the config above is always valid
+		}
+		d.c = c
+		p.devices = append(p.devices, d)
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			_ = c.Run(ctx)
+		}()
+	}
+	return p
+}
+
+// connected counts devices with at least n connections so far.
+func (p *pool) connected(n int64) int {
+	k := 0
+	for _, d := range p.devices {
+		if d.c.Connects() >= n {
+			k++
+		}
+	}
+	return k
+}
+
+// waitConnected waits until every device connected at least n times.
+func (p *pool) waitConnected(n int64, timeout time.Duration, progress func(int)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		k := p.connected(n)
+		if progress != nil {
+			progress(k)
+		}
+		if k == len(p.devices) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: only %d of %d devices connected after %v", k, len(p.devices), timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// cutAll closes every device's connection at once and keeps them offline
+// until open.
+func (p *pool) cutAll() {
+	p.devices[0].gate.set(true)
+	for _, d := range p.devices {
+		d.mu.Lock()
+		if d.conn != nil {
+			d.conn.Close()
+		}
+		d.mu.Unlock()
+	}
+}
+
+func (p *pool) open() { p.devices[0].gate.set(false) }
+
+func (p *pool) totals() (received, dups int64) {
+	for _, d := range p.devices {
+		received += d.received.Load()
+		dups += d.dups.Load()
+	}
+	return
+}
+
+func (p *pool) stop() {
+	p.cancel()
+	p.wg.Wait()
+}

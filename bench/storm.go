@@ -1,0 +1,183 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"herald/client"
+)
+
+// StormConfig configures the storm scenario: Devices devices connect, all
+// their connections are cut at once and kept down while Missed messages per
+// device are published; then they may reconnect, and the scenario measures
+// how long until every device has reconnected and received everything it
+// missed, checking that nothing was lost or shown twice.
+type StormConfig struct {
+	API, Key, App, Secret string
+	Gateways              []string
+	Sources               []string
+	Devices               int
+	Missed                int // messages per device published while away
+	PerRequest            int
+	Publishers            int
+	Timeout               time.Duration
+	Users                 string
+	Progress              io.Writer
+}
+
+// StormResult is the storm report.
+type StormResult struct {
+	Devices          int     `json:"devices"`
+	MissedPerDevice  int     `json:"missed_per_device"`
+	Published        int64   `json:"published"`
+	PublishSeconds   float64 `json:"publish_seconds"`
+	ReconnectSeconds float64 `json:"all_reconnected_seconds"`
+	CaughtUpSeconds  float64 `json:"all_caught_up_seconds"`
+	Received         int64   `json:"received"`
+	Lost             int64   `json:"lost"`
+	Duplicates       int64   `json:"duplicates_or_reordered"`
+	Errors           int64   `json:"publish_errors"`
+}
+
+// RunStorm runs the storm scenario.
+func RunStorm(cfg StormConfig) (*StormResult, error) {
+	if err := checkLoopback(append(append([]string{cfg.API}, cfg.Gateways...), cfg.Sources...)...); err != nil {
+		return nil, err
+	}
+	if cfg.Devices <= 0 || cfg.Missed <= 0 || cfg.PerRequest <= 0 || cfg.Publishers <= 0 {
+		return nil, fmt.Errorf("bench: --devices, --missed, --per-request and --publishers must be > 0")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Minute
+	}
+	if cfg.Users == "" {
+		cfg.Users = "storm"
+	}
+	pub, err := newPublisher(cfg.API, cfg.App, cfg.Key, cfg.Publishers)
+	if err != nil {
+		return nil, err
+	}
+	// Per device: what it must receive after the cut.
+	var since atomic.Bool
+	afterCut := make([]atomic.Int64, cfg.Devices)
+	p := startPool(poolConfig{Devices: cfg.Devices, Gateways: cfg.Gateways, Sources: cfg.Sources, App: cfg.App, Secret: cfg.Secret, Users: cfg.Users + "-",
+		OnMsg: func(d *device, _ client.Message) {
+			if since.Load() {
+				afterCut[d.idx].Add(1)
+			}
+		}})
+	defer p.stop()
+	progress := func(what string) func(int) {
+		return func(k int) {
+			if cfg.Progress != nil {
+				fmt.Fprintf(cfg.Progress, "\r%s: %s %d/%d   ", what, bar(k, cfg.Devices, 30), k, cfg.Devices)
+			}
+		}
+	}
+	if err := p.waitConnected(1, cfg.Timeout, progress("connecting")); err != nil {
+		return nil, err
+	}
+	if cfg.Progress != nil {
+		fmt.Fprintln(cfg.Progress)
+	}
+	time.Sleep(500 * time.Millisecond) // let the first catch-ups finish
+
+	// Cut everyone, publish while they are away.
+	res := &StormResult{Devices: cfg.Devices, MissedPerDevice: cfg.Missed}
+	since.Store(true)
+	p.cutAll()
+	pubStart := time.Now()
+	var published, errs atomic.Int64
+	jobs := make(chan []string)
+	var wg sync.WaitGroup
+	for w := 0; w < cfg.Publishers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var body []byte
+			for users := range jobs {
+				body = stampedBody(body, users, 20)
+				for attempt := 0; attempt < 5; attempt++ {
+					n, err := pub.push(body)
+					if err == nil {
+						published.Add(int64(n))
+						break
+					}
+					errs.Add(1)
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	for round := 0; round < cfg.Missed; round++ {
+		for i := 0; i < cfg.Devices; i += cfg.PerRequest {
+			users := make([]string, 0, cfg.PerRequest)
+			for j := i; j < i+cfg.PerRequest && j < cfg.Devices; j++ {
+				users = append(users, p.devices[j].user)
+			}
+			jobs <- users
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	res.Published, res.Errors = published.Load(), errs.Load()
+	res.PublishSeconds = time.Since(pubStart).Seconds()
+
+	// Let them back and time the recovery.
+	start := time.Now()
+	p.open()
+	deadline := start.Add(cfg.Timeout)
+	want := int64(cfg.Missed)
+	for {
+		reconnected, caught := p.connected(2), 0
+		for i := range afterCut {
+			if afterCut[i].Load() >= want {
+				caught++
+			}
+		}
+		if reconnected == cfg.Devices && res.ReconnectSeconds == 0 {
+			res.ReconnectSeconds = time.Since(start).Seconds()
+		}
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "\rrecovering: %d/%d reconnected, %d/%d caught up   ", reconnected, cfg.Devices, caught, cfg.Devices)
+		}
+		if caught == cfg.Devices {
+			res.CaughtUpSeconds = time.Since(start).Seconds()
+			break
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if cfg.Progress != nil {
+		fmt.Fprintln(cfg.Progress)
+	}
+	time.Sleep(300 * time.Millisecond) // anything extra would arrive now
+	var got int64
+	for i := range afterCut {
+		n := afterCut[i].Load()
+		got += n
+		if n < want {
+			res.Lost += want - n
+		}
+	}
+	res.Received = got
+	_, res.Duplicates = p.totals()
+	return res, nil
+}
+
+// Table prints the storm report.
+func (r *StormResult) Table(w io.Writer) {
+	fmt.Fprintf(w, "devices: %d, all cut at once; %d messages each published while away (%d stored in %.1fs, %d publish retries)\n",
+		r.Devices, r.MissedPerDevice, r.Published, r.PublishSeconds, r.Errors)
+	if r.CaughtUpSeconds > 0 {
+		fmt.Fprintf(w, "all reconnected after %.2fs; all caught up after %.2fs\n", r.ReconnectSeconds, r.CaughtUpSeconds)
+	} else {
+		fmt.Fprintf(w, "NOT all caught up before the timeout (reconnected: %.2fs)\n", r.ReconnectSeconds)
+	}
+	fmt.Fprintf(w, "received %d; lost %d; shown twice or out of order %d\n", r.Received, r.Lost, r.Duplicates)
+}

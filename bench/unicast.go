@@ -1,0 +1,256 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"herald/client"
+)
+
+// UnicastConfig configures the unicast scenario: Devices devices (one user
+// each) on the gateways, Publishers goroutines POSTing to random users
+// through the HTTP API at Rate messages/s in all (0: as fast as they can)
+// for Duration, PerRequest users per request.
+type UnicastConfig struct {
+	API, Key, App, Secret string
+	Gateways              []string
+	Sources               []string
+	Devices               int
+	Publishers            int
+	Rate                  int
+	Duration              time.Duration
+	PerRequest            int
+	Payload               int // bytes of padding after the timestamp
+	Users                 string
+	Progress              io.Writer
+}
+
+// Latency is a latency distribution in milliseconds.
+type Latency struct {
+	Count int64   `json:"count"`
+	P50   float64 `json:"p50_ms"`
+	P90   float64 `json:"p90_ms"`
+	P99   float64 `json:"p99_ms"`
+	P999  float64 `json:"p999_ms"`
+	Max   float64 `json:"max_ms"`
+	Mean  float64 `json:"mean_ms"`
+}
+
+func summarize(h *hdrhistogram.Histogram) Latency {
+	ms := func(us int64) float64 { return float64(us) / 1000 }
+	return Latency{Count: h.TotalCount(), P50: ms(h.ValueAtQuantile(50)), P90: ms(h.ValueAtQuantile(90)),
+		P99: ms(h.ValueAtQuantile(99)), P999: ms(h.ValueAtQuantile(99.9)), Max: ms(h.Max()), Mean: h.Mean() / 1000}
+}
+
+// Second is one second of a run, for the latency-over-time chart.
+type Second struct {
+	T         int     `json:"t"`
+	Delivered int64   `json:"delivered"`
+	P50       float64 `json:"p50_ms"`
+	P99       float64 `json:"p99_ms"`
+}
+
+// UnicastResult is the unicast report.
+type UnicastResult struct {
+	Devices         int      `json:"devices"`
+	Seconds         float64  `json:"seconds"`
+	Requests        int64    `json:"requests"`
+	Accepted        int64    `json:"accepted"`
+	Errors          int64    `json:"errors"`
+	Delivered       int64    `json:"delivered"`
+	Duplicates      int64    `json:"duplicates_or_reordered"`
+	Lost            int64    `json:"lost"`
+	AcceptedPerSec  float64  `json:"accepted_per_second"`
+	DeliveredPerSec float64  `json:"delivered_per_second"`
+	Latency         Latency  `json:"latency"`
+	Timeline        []Second `json:"timeline"`
+	FirstError      string   `json:"first_error,omitempty"`
+}
+
+// recorder collects end-to-end latencies, overall and per second.
+type recorder struct {
+	mu      sync.Mutex
+	start   time.Time
+	all     *hdrhistogram.Histogram
+	seconds []*hdrhistogram.Histogram
+}
+
+func newRecorder(start time.Time) *recorder {
+	return &recorder{start: start, all: hdrhistogram.New(1, 60_000_000, 3)}
+}
+
+func (r *recorder) record(sent, now time.Time) {
+	us := now.Sub(sent).Microseconds()
+	if us < 1 {
+		us = 1
+	}
+	sec := int(now.Sub(r.start) / time.Second)
+	r.mu.Lock()
+	_ = r.all.RecordValue(us)
+	for len(r.seconds) <= sec {
+		r.seconds = append(r.seconds, hdrhistogram.New(1, 60_000_000, 2))
+	}
+	_ = r.seconds[sec].RecordValue(us)
+	r.mu.Unlock()
+}
+
+func (r *recorder) timeline() []Second {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Second, len(r.seconds))
+	for i, h := range r.seconds {
+		out[i] = Second{T: i, Delivered: h.TotalCount(), P50: float64(h.ValueAtQuantile(50)) / 1000, P99: float64(h.ValueAtQuantile(99)) / 1000}
+	}
+	return out
+}
+
+// RunUnicast runs the unicast scenario.
+func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
+	if err := checkLoopback(append(append([]string{cfg.API}, cfg.Gateways...), cfg.Sources...)...); err != nil {
+		return nil, err
+	}
+	if cfg.Devices <= 0 || cfg.Publishers <= 0 || cfg.PerRequest <= 0 || cfg.Duration <= 0 {
+		return nil, fmt.Errorf("bench: --devices, --publishers, --per-request and --duration must be > 0")
+	}
+	if cfg.Users == "" {
+		cfg.Users = "uni"
+	}
+	pub, err := newPublisher(cfg.API, cfg.App, cfg.Key, cfg.Publishers)
+	if err != nil {
+		return nil, err
+	}
+	var rec *recorder
+	var recMu sync.RWMutex
+	p := startPool(poolConfig{Devices: cfg.Devices, Gateways: cfg.Gateways, Sources: cfg.Sources, App: cfg.App, Secret: cfg.Secret, Users: cfg.Users + "-",
+		OnMsg: func(_ *device, m client.Message) {
+			recMu.RLock()
+			r := rec
+			recMu.RUnlock()
+			if sent, ok := sentAt(m.Data); ok && r != nil {
+				r.record(sent, time.Now())
+			}
+		}})
+	defer p.stop()
+	if err := p.waitConnected(1, 2*time.Minute, func(k int) {
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "\rconnecting: %s %d/%d   ", bar(k, cfg.Devices, 30), k, cfg.Devices)
+		}
+	}); err != nil {
+		return nil, err
+	}
+	if cfg.Progress != nil {
+		fmt.Fprintln(cfg.Progress)
+	}
+
+	res := &UnicastResult{Devices: cfg.Devices}
+	start := time.Now()
+	recMu.Lock()
+	rec = newRecorder(start)
+	recMu.Unlock()
+	end := start.Add(cfg.Duration)
+	var requests, accepted, errs atomic.Int64
+	var firstErr atomic.Pointer[string]
+	var wg sync.WaitGroup
+	perPub := 0.0
+	if cfg.Rate > 0 {
+		perPub = float64(cfg.Rate) / float64(cfg.Publishers) / float64(cfg.PerRequest) // requests/s per publisher
+	}
+	for w := 0; w < cfg.Publishers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			users := make([]string, cfg.PerRequest)
+			var body []byte
+			next := time.Now()
+			for time.Now().Before(end) {
+				if perPub > 0 {
+					next = next.Add(time.Duration(float64(time.Second) / perPub))
+					if d := time.Until(next); d > 0 {
+						time.Sleep(d)
+					}
+				}
+				for i := range users {
+					users[i] = p.devices[rand.IntN(len(p.devices))].user
+				}
+				body = stampedBody(body, users, cfg.Payload)
+				n, err := pub.push(body)
+				requests.Add(1)
+				if err != nil {
+					errs.Add(1)
+					s := err.Error()
+					firstErr.CompareAndSwap(nil, &s)
+					continue
+				}
+				accepted.Add(int64(n))
+			}
+		}()
+	}
+	// Progress while publishing.
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+loop:
+	for {
+		select {
+		case <-done:
+			break loop
+		case <-tick.C:
+			if cfg.Progress != nil {
+				got, _ := p.totals()
+				el := time.Since(start).Seconds()
+				fmt.Fprintf(cfg.Progress, "\runicast: %s %.0fs accepted %d (%.0f/s) delivered %d (%.0f/s)   ",
+					bar(int(el), int(cfg.Duration.Seconds()), 30), el, accepted.Load(), float64(accepted.Load())/el, got, float64(got)/el)
+			}
+		}
+	}
+	pubSeconds := time.Since(start).Seconds()
+	// Let the last deliveries land, then count what is missing.
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if got, _ := p.totals(); got >= accepted.Load() {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if cfg.Progress != nil {
+		fmt.Fprintln(cfg.Progress)
+	}
+	got, dups := p.totals()
+	res.Seconds = pubSeconds
+	res.Requests, res.Accepted, res.Errors = requests.Load(), accepted.Load(), errs.Load()
+	res.Delivered, res.Duplicates = got, dups
+	res.Lost = res.Accepted - res.Delivered
+	if res.Lost < 0 {
+		res.Lost = 0
+	}
+	res.AcceptedPerSec = float64(res.Accepted) / pubSeconds
+	res.DeliveredPerSec = float64(res.Delivered) / pubSeconds
+	recMu.RLock()
+	res.Latency = summarize(rec.all)
+	res.Timeline = rec.timeline()
+	recMu.RUnlock()
+	if e := firstErr.Load(); e != nil {
+		res.FirstError = *e
+	}
+	return res, nil
+}
+
+// Table prints the unicast report.
+func (r *UnicastResult) Table(w io.Writer) {
+	fmt.Fprintf(w, "devices: %d; published for %.1fs: %d requests, %d errors\n", r.Devices, r.Seconds, r.Requests, r.Errors)
+	fmt.Fprintf(w, "accepted (stored): %d, %.0f/s\n", r.Accepted, r.AcceptedPerSec)
+	fmt.Fprintf(w, "delivered and acknowledged: %d, %.0f/s; lost %d; duplicates or reordered %d\n", r.Delivered, r.DeliveredPerSec, r.Lost, r.Duplicates)
+	l := r.Latency
+	fmt.Fprintf(w, "end-to-end latency (publish request -> device): p50 %.2f ms, p90 %.2f, p99 %.2f, p99.9 %.2f, max %.2f (n=%d)\n",
+		l.P50, l.P90, l.P99, l.P999, l.Max, l.Count)
+	if r.FirstError != "" {
+		fmt.Fprintln(w, "first error:", r.FirstError)
+	}
+}
