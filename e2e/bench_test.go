@@ -17,11 +17,8 @@ func TestBenchConnect(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs processes")
 	}
-	bin := buildHerald(t)
-	dir := t.TempDir()
-	api, natsAddr, dev := freeAddr(t), freeAddr(t), freeAddr(t)
-	server := start(t, dir, fmt.Sprintf("%s serve --dev --http %s --tcp %s --ws '' --nats-listen %s", bin, api, dev, natsAddr))
-	waitFor(t, 20*time.Second, "serve", func() bool { return strings.Contains(server.out.String(), "herald is running") })
+	h := startServe(t)
+	bin, dir, api, dev := h.bin, h.dir, h.api, h.dev
 	out := filepath.Join(dir, "report.json")
 	b := start(t, dir, fmt.Sprintf("%s bench connect --conns 300 --procs 2 --hold 1s --gateways %s --sources 127.0.0.2-127.0.0.3 --metrics http://%s/metrics --json %s",
 		bin, dev, api, out))
@@ -52,11 +49,8 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs processes")
 	}
-	bin := buildHerald(t)
-	dir := t.TempDir()
-	api, natsAddr, dev := freeAddr(t), freeAddr(t), freeAddr(t)
-	server := start(t, dir, fmt.Sprintf("%s serve --dev --http %s --tcp %s --ws '' --nats-listen %s", bin, api, dev, natsAddr))
-	waitFor(t, 20*time.Second, "serve", func() bool { return strings.Contains(server.out.String(), "herald is running") })
+	h := startServe(t)
+	bin, dir, api, dev := h.bin, h.dir, h.api, h.dev
 
 	plot := filepath.Join(dir, "latency.svg")
 	u := start(t, dir, fmt.Sprintf("%s bench unicast --devices 50 --duration 2s --publishers 4 --per-request 5 --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --plot %s",

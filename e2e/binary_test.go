@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -225,4 +226,21 @@ func TestServeRejectsBadConfig(t *testing.T) {
 	f("serve --tcp nonsense", "gateway.listen")
 	f("serve --max-payload lots", "api.max_payload")
 	f("bogus", "unknown command")
+}
+
+// servedHerald is a `herald serve --dev` process on free loopback ports.
+type servedHerald struct {
+	bin, dir           string
+	api, dev, natsAddr string
+	proc               *process
+}
+
+// startServe builds the binary and starts `herald serve --dev` with
+// WebSocket off, waiting for its banner.
+func startServe(t *testing.T) *servedHerald {
+	t.Helper()
+	h := &servedHerald{bin: buildHerald(t), dir: t.TempDir(), api: freeAddr(t), dev: freeAddr(t), natsAddr: freeAddr(t)}
+	h.proc = start(t, h.dir, fmt.Sprintf("%s serve --dev --http %s --tcp %s --ws '' --nats-listen %s", h.bin, h.api, h.dev, h.natsAddr))
+	waitFor(t, 20*time.Second, "herald serve", func() bool { return strings.Contains(h.proc.out.String(), "herald is running") })
+	return h
 }

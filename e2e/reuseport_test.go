@@ -16,11 +16,8 @@ func TestGatewaysShareAPort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs processes")
 	}
-	bin := buildHerald(t)
-	dir := t.TempDir()
-	api, natsAddr := freeAddr(t), freeAddr(t)
-	server := start(t, dir, fmt.Sprintf("%s serve --dev --http %s --tcp %s --ws '' --nats-listen %s", bin, api, freeAddr(t), natsAddr))
-	waitFor(t, 20*time.Second, "serve", func() bool { return strings.Contains(server.out.String(), "herald is running") })
+	h := startServe(t)
+	bin, dir, api, natsAddr := h.bin, h.dir, h.api, h.natsAddr
 
 	shared := freeAddr(t)
 	var metricsURLs []string

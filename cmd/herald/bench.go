@@ -147,23 +147,34 @@ func benchBaseline(args []string, stdout, stderr io.Writer) error {
 		}})
 }
 
+// loadFlags are the flags the publishing scenarios share.
+type loadFlags struct {
+	gateways, sources, api, key, app, secret, users, jsonOut *string
+}
+
+func addLoadFlags(fs *flag.FlagSet, users string) loadFlags {
+	return loadFlags{
+		gateways: fs.String("gateways", "127.0.0.1:7070", "gateway device addresses, comma-separated"),
+		sources:  fs.String("sources", "127.0.0.2-127.0.0.9", "loopback source addresses"),
+		api:      fs.String("api", "http://127.0.0.1:8080", "HTTP API"),
+		key:      fs.String("key", "demo-key", "publisher key"),
+		app:      fs.String("app", "demo", "app"),
+		secret:   fs.String("secret", "demo-secret", "the app's device secret"),
+		users:    fs.String("users", users, "user name prefix"),
+		jsonOut:  fs.String("json", "", "also write the report as JSON to this file"),
+	}
+}
+
 func benchUnicast(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("herald bench unicast", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	devices := fs.Int("devices", 1000, "devices (one user each)")
-	gateways := fs.String("gateways", "127.0.0.1:7070", "gateway device addresses, comma-separated")
-	sources := fs.String("sources", "127.0.0.2-127.0.0.9", "loopback source addresses")
-	api := fs.String("api", "http://127.0.0.1:8080", "HTTP API")
-	key := fs.String("key", "demo-key", "publisher key")
-	app := fs.String("app", "demo", "app")
-	secret := fs.String("secret", "demo-secret", "the app's device secret")
+	lf := addLoadFlags(fs, "uni")
 	publishers := fs.Int("publishers", 32, "concurrent publishing requests")
 	rate := fs.Int("rate", 0, "messages per second in all (0: as fast as possible)")
 	duration := fs.Duration("duration", 20*time.Second, "how long to publish")
 	perRequest := fs.Int("per-request", 1, "users per publish request")
 	payload := fs.Int("payload", 100, "payload padding bytes after the timestamp")
-	users := fs.String("users", "uni", "user name prefix")
-	jsonOut := fs.String("json", "", "also write the report as JSON to this file")
 	plot := fs.String("plot", "", "write an SVG latency-over-time chart to this file")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -171,13 +182,13 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	src, err := bench.ParseSources(*sources)
+	src, err := bench.ParseSources(*lf.sources)
 	if err != nil {
 		return err
 	}
-	res, err := bench.RunUnicast(bench.UnicastConfig{API: *api, Key: *key, App: *app, Secret: *secret, Gateways: splitList(*gateways),
+	res, err := bench.RunUnicast(bench.UnicastConfig{API: *lf.api, Key: *lf.key, App: *lf.app, Secret: *lf.secret, Gateways: splitList(*lf.gateways),
 		Sources: src, Devices: *devices, Publishers: *publishers, Rate: *rate, Duration: *duration, PerRequest: *perRequest,
-		Payload: *payload, Users: *users, Progress: stderr})
+		Payload: *payload, Users: *lf.users, Progress: stderr})
 	if err != nil {
 		return err
 	}
@@ -188,8 +199,8 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	if *jsonOut != "" {
-		return bench.WriteJSON(*jsonOut, res)
+	if *lf.jsonOut != "" {
+		return bench.WriteJSON(*lf.jsonOut, res)
 	}
 	return nil
 }
@@ -199,36 +210,29 @@ func benchStorm(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	devices := fs.Int("devices", 1000, "devices (one user each)")
 	missed := fs.Int("missed", 10, "messages per device published while they are away")
-	gateways := fs.String("gateways", "127.0.0.1:7070", "gateway device addresses, comma-separated")
-	sources := fs.String("sources", "127.0.0.2-127.0.0.9", "loopback source addresses")
-	api := fs.String("api", "http://127.0.0.1:8080", "HTTP API")
-	key := fs.String("key", "demo-key", "publisher key")
-	app := fs.String("app", "demo", "app")
-	secret := fs.String("secret", "demo-secret", "the app's device secret")
+	lf := addLoadFlags(fs, "storm")
 	publishers := fs.Int("publishers", 16, "concurrent publishing requests")
 	perRequest := fs.Int("per-request", 100, "users per publish request")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up waiting for recovery after this long")
-	users := fs.String("users", "storm", "user name prefix")
-	jsonOut := fs.String("json", "", "also write the report as JSON to this file")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
 	}
-	src, err := bench.ParseSources(*sources)
+	src, err := bench.ParseSources(*lf.sources)
 	if err != nil {
 		return err
 	}
-	res, err := bench.RunStorm(bench.StormConfig{API: *api, Key: *key, App: *app, Secret: *secret, Gateways: splitList(*gateways),
+	res, err := bench.RunStorm(bench.StormConfig{API: *lf.api, Key: *lf.key, App: *lf.app, Secret: *lf.secret, Gateways: splitList(*lf.gateways),
 		Sources: src, Devices: *devices, Missed: *missed, PerRequest: *perRequest, Publishers: *publishers, Timeout: *timeout,
-		Users: *users, Progress: stderr})
+		Users: *lf.users, Progress: stderr})
 	if err != nil {
 		return err
 	}
 	res.Table(stdout)
-	if *jsonOut != "" {
-		if err := bench.WriteJSON(*jsonOut, res); err != nil {
+	if *lf.jsonOut != "" {
+		if err := bench.WriteJSON(*lf.jsonOut, res); err != nil {
 			return err
 		}
 	}
