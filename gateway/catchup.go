@@ -19,6 +19,13 @@ func (gw *Gateway) catchupWorker() {
 		if s == nil {
 			return
 		}
+		// Many catch-ups waiting, or a storm already being served: hand
+		// them to the shared scanner (sharedscan.go) instead of reading
+		// each backlog on its own.
+		if gw.storming.Load() || len(gw.catchup) >= minSharedGroup {
+			gw.shared <- s
+			continue
+		}
 		gw.m.catchupRuns.Inc()
 		frame = gw.runCatchup(s, frame)
 	}
@@ -53,7 +60,7 @@ func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
 		c.mu.Unlock()
 
 		ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
-		msgs, _, err := gw.store.Fetch(ctx, offline.StoredSubjectForKey(s.ch.key), from, catchupPage)
+		msgs, pending, err := gw.store.Fetch(ctx, offline.StoredSubjectForKey(s.ch.key), from, catchupPage)
 		cancel()
 		if err != nil {
 			gw.m.storeErrors.Inc()
@@ -85,7 +92,9 @@ func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
 			c.appendLocked(frame)
 			n++
 		}
-		done := len(msgs) < catchupPage && s.pendingMax <= s.sent
+		// The batch may end early (the server caps its bytes): only the
+		// server's pending count says the end was reached.
+		done := (len(msgs) == 0 || pending == 0) && s.pendingMax <= s.sent
 		if done {
 			s.syncing = false
 		}

@@ -54,6 +54,7 @@ type Gateway struct {
 	ep      *netpoll.Epoll
 	work    chan *conn
 	catchup chan *sub
+	shared  chan *sub // catch-ups for the shared scanner (storms)
 	live    []chan *nats.Msg
 	wheel   *wheel
 
@@ -66,6 +67,7 @@ type Gateway struct {
 	flushNow chan struct{}
 
 	outPending atomic.Int64 // bytes queued for devices, all connections
+	storming   atomic.Bool  // the shared scanner is serving a storm
 	stopping   atomic.Bool
 	quit       chan struct{} // closed first by Stop: the accept loops leave
 	acceptWG   sync.WaitGroup
@@ -87,6 +89,7 @@ func New(cfg config.Gateway, d Deps) *Gateway {
 		cfg: cfg, nc: d.NC, store: d.Store, apps: d.Apps, log: d.Log.With("component", "gateway"),
 		work:     make(chan *conn, 1<<16),
 		catchup:  make(chan *sub, 1<<16),
+		shared:   make(chan *sub, 1<<16),
 		wheel:    newWheel(),
 		chans:    newShardedMap[*channel](),
 		conns:    newShardedMap[*conn](),
@@ -155,6 +158,7 @@ func (gw *Gateway) Start() error {
 	for i := 0; i < gw.cfg.CatchupWorkers; i++ {
 		gw.spawn(gw.catchupWorker)
 	}
+	gw.spawn(gw.sharedScanner)
 	for _, ch := range gw.live {
 		ch := ch
 		gw.spawn(func() { gw.liveReader(ch) })
@@ -273,6 +277,7 @@ func (gw *Gateway) Stop() {
 	for i := 0; i < gw.cfg.CatchupWorkers; i++ {
 		gw.catchup <- nil
 	}
+	gw.shared <- nil
 	for _, ch := range gw.live {
 		ch <- nil
 	}

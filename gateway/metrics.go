@@ -32,6 +32,7 @@ type gwMetrics struct {
 	wsRejected     *metrics.Counter
 	acceptErrors   *metrics.Counter
 	socketWrites   *metrics.Counter
+	sharedScans    *metrics.Counter
 }
 
 func newMetrics(gw *Gateway) *gwMetrics {
@@ -55,6 +56,7 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		wsRejected:     s.NewCounter(`herald_gateway_errors_total{kind="websocket_upgrade"}`),
 		acceptErrors:   s.NewCounter(`herald_gateway_errors_total{kind="accept"}`),
 		socketWrites:   s.NewCounter(`herald_gateway_socket_writes_total`),
+		sharedScans:    s.NewCounter(`herald_gateway_catchup_shared_scans_total`),
 	}
 	for _, c := range wire.Codes() {
 		m.disconnects[c] = s.NewCounter(fmt.Sprintf(`herald_gateway_disconnects_total{reason=%q}`, c.String()))

@@ -1,0 +1,78 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"herald/config"
+	"herald/offline"
+)
+
+// Catch-ups queued together are served by one wildcard read of the range:
+// every device still gets exactly its own backlog, in order.
+func TestSharedCatchup(t *testing.T) {
+	// No catch-up workers: CONNECTs queue their catch-ups until the test
+	// starts one worker, which then takes them all as one group.
+	h := newHarness(t, func(c *config.Gateway) { c.CatchupWorkers = 0 })
+	const users, each = 100, 5
+	want := map[string][]uint64{}
+	for round := 0; round < each; round++ {
+		for u := 0; u < users; u++ {
+			user := fmt.Sprintf("s%d", u)
+			want[user] = append(want[user], h.publish(user, fmt.Sprintf("%s-%d", user, round)))
+		}
+	}
+	h.publish("someone-else", "not for the group")
+	devs := map[string]*dev{}
+	for u := 0; u < users; u++ {
+		user := fmt.Sprintf("s%d", u)
+		devs[user] = h.connect(user, 0)
+	}
+	waitFor(t, 5*time.Second, "all catch-ups queued", func() bool { return len(h.gw.catchup) == users })
+	done := make(chan struct{})
+	go func() { defer close(done); h.gw.catchupWorker() }()
+	t.Cleanup(func() { h.gw.catchup <- nil; <-done })
+	waitFor(t, 5*time.Second, "the queue handed to the shared scanner", func() bool { return h.gw.m.sharedScans.Get() == 1 })
+
+	for user, d := range devs {
+		for i, seq := range want[user] {
+			p := d.push()
+			if p.Seq != seq || string(p.Payload) != fmt.Sprintf("%s-%d", user, i) {
+				t.Fatalf("%s message %d: seq %d %q, want %d", user, i, p.Seq, p.Payload, seq)
+			}
+		}
+	}
+	if h.gw.m.sharedScans.Get() != 1 {
+		t.Fatalf("%d shared scans", h.gw.m.sharedScans.Get())
+	}
+	// Back to live delivery afterwards.
+	seq := h.publish("s7", "live")
+	if p := devs["s7"].push(); p.Seq != seq {
+		t.Fatalf("live after shared catch-up: %d want %d", p.Seq, seq)
+	}
+}
+
+// A Direct Get batch stops at the server's byte cap before its count: a
+// catch-up must go on until the server says nothing is pending.
+func TestCatchupPastTheBatchByteCap(t *testing.T) {
+	h := newHarness(t, nil)
+	big := string(make([]byte, 20<<10)) // 128 of these are 2.5 MiB, over the 1 MiB cap
+	msgs := make([]offline.Publish, 200)
+	for i := range msgs {
+		msgs[i] = offline.Publish{App: "demo", Channel: "u.big", Data: []byte(big)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := h.store.PublishAll(ctx, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := h.connect("big", 0)
+	for i := range res {
+		if p := d.push(); p.Seq != res[i].Seq {
+			t.Fatalf("message %d: seq %d want %d", i, p.Seq, res[i].Seq)
+		}
+	}
+}
