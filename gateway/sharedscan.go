@@ -69,6 +69,7 @@ func (gw *Gateway) sharedScanner() {
 func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 	gw.m.sharedScans.Inc()
 	gw.resolveCursors(group)
+	group = gw.withBacklog(group)
 
 	// By app, then by stored subject.
 	type appScan struct {
@@ -177,6 +178,45 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 		}
 	}
 	return frame
+}
+
+// withBacklog finishes the subs whose channel has nothing after their
+// cursor (an indexed last-message lookup each) and returns the others, so a
+// ramp of devices without backlog never triggers a range scan.
+func (gw *Gateway) withBacklog(group []*sub) []*sub {
+	has := make([]bool, len(group))
+	sem := make(chan struct{}, cursorReadFanout)
+	var wg sync.WaitGroup
+	for i, s := range group {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
+			last, err := gw.store.LastSeq(ctx, offline.StoredSubjectForKey(s.ch.key))
+			cancel()
+			c := s.c
+			c.mu.Lock()
+			switch {
+			case err != nil || s.needCursor || c.closed:
+				has[i] = true // let the scan (or the one-by-one path) decide
+			case last <= s.sent && s.pendingMax <= s.sent:
+				s.syncing = false // nothing to catch up: live from here
+			default:
+				has[i] = true
+			}
+			c.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	out := group[:0]
+	for i, s := range group {
+		if has[i] {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // resolveCursors reads the KV cursors of the subs that need one, a few at a

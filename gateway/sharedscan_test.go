@@ -30,7 +30,14 @@ func TestSharedCatchup(t *testing.T) {
 		user := fmt.Sprintf("s%d", u)
 		devs[user] = h.connect(user, 0)
 	}
-	waitFor(t, 5*time.Second, "all catch-ups queued", func() bool { return len(h.gw.catchup) == users })
+	// Devices without backlog in the same storm: no scan for them, and
+	// live delivery afterwards.
+	quiet := map[string]*dev{}
+	for u := 0; u < 20; u++ {
+		user := fmt.Sprintf("q%d", u)
+		quiet[user] = h.connect(user, 0)
+	}
+	waitFor(t, 5*time.Second, "all catch-ups queued", func() bool { return len(h.gw.catchup) == users+len(quiet) })
 	done := make(chan struct{})
 	go func() { defer close(done); h.gw.catchupWorker() }()
 	t.Cleanup(func() { h.gw.catchup <- nil; <-done })
@@ -51,6 +58,10 @@ func TestSharedCatchup(t *testing.T) {
 	seq := h.publish("s7", "live")
 	if p := devs["s7"].push(); p.Seq != seq {
 		t.Fatalf("live after shared catch-up: %d want %d", p.Seq, seq)
+	}
+	seq = h.publish("q3", "first for a quiet device")
+	if p := quiet["q3"].push(); p.Seq != seq {
+		t.Fatalf("quiet device: %d want %d", p.Seq, seq)
 	}
 }
 

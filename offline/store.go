@@ -250,6 +250,19 @@ func (s *Store) Fetch(ctx context.Context, subject string, from uint64, max int)
 	}
 }
 
+// LastSeq is the sequence of the last stored message on subject, 0 when
+// there is none. It is an indexed lookup (Direct Get last_by_subj), not a scan.
+func (s *Store) LastSeq(ctx context.Context, subject string) (uint64, error) {
+	m, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w: last of %s: %v", ErrUnavailable, subject, err)
+	}
+	return m.Sequence, nil
+}
+
 // fromHeaders builds a Message from a republished or Direct Get message.
 func fromHeaders(h nats.Header, data []byte) (Message, error) {
 	seq, err := strconv.ParseUint(h.Get(jetstream.SequenceHeader), 10, 64)
