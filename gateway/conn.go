@@ -364,9 +364,8 @@ func (c *conn) fail(code wire.Code, reason string) {
 		return
 	}
 	if c.state == stateUpgrading {
-		// No WebSocket yet to carry an ERROR frame.
+		// No WebSocket yet to carry an ERROR frame; close counts it.
 		c.mu.Unlock()
-		c.gw.m.disconnects[code].Inc()
 		c.close(code)
 		return
 	}
