@@ -93,3 +93,22 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+// docs/configuration.md names every flag each role accepts.
+func TestEveryFlagIsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []string{"serve", "gateway", "dispatcher"} {
+		c := Default()
+		for _, o := range c.options(role) {
+			if !strings.Contains(string(doc), "`--"+o.flag+"`") {
+				t.Errorf("docs/configuration.md does not document --%s (%s)", o.flag, role)
+			}
+			if !strings.Contains(string(doc), o.env()) {
+				t.Errorf("docs/configuration.md does not name %s", o.env())
+			}
+		}
+	}
+}
