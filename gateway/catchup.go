@@ -101,9 +101,7 @@ func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
 		c.mu.Unlock()
 		if n > 0 {
 			gw.m.catchupMsgs.Add(n)
-			for i := 0; i < n; i++ {
-				gw.m.frameOut(wire.TypePush)
-			}
+			gw.m.framesOut[wire.TypePush].Add(n)
 			c.schedule(evFlush)
 		}
 		if done {

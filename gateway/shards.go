@@ -38,14 +38,6 @@ func newShardedMap[V any]() *shardedMap[V] {
 	return s
 }
 
-// update runs fn with the shard of key locked and its map.
-func (s *shardedMap[V]) update(key string, fn func(m map[string]V)) {
-	sh := &s.shards[shardOf(key)]
-	sh.Lock()
-	fn(sh.m)
-	sh.Unlock()
-}
-
 func (s *shardedMap[V]) get(key string) (V, bool) {
 	sh := &s.shards[shardOf(key)]
 	sh.Lock()

@@ -130,9 +130,6 @@ func attach(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	return &Store{js: js, stream: stream, cursors: cursors, apps: apps}, nil
 }
 
-// JetStream returns the underlying JetStream context.
-func (s *Store) JetStream() jetstream.JetStream { return s.js }
-
 // Message is a stored message.
 type Message struct {
 	Seq     uint64
