@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,16 @@ type Config struct {
 	Log *slog.Logger
 	// Dial replaces net.Dialer, e.g. to pick a source address.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Topics the device subscribes to on every connection (more with
+	// Subscribe). Topics the server subscribes the user to arrive on
+	// their own.
+	Topics []string
+	// SyncPage is how many messages one SYNC asks for when the gateway
+	// announces a backlog with NOTIFY. Default 500.
+	SyncPage int
+	// OnRevoke, if set, is told that a message the handler got was
+	// recalled by the app: remove it from view.
+	OnRevoke func(channel string, seq uint64)
 }
 
 // EventKind says what an Event reports.
@@ -84,12 +95,16 @@ type EventKind int
 const (
 	Connected    EventKind = iota + 1 // CONNACK received
 	Disconnected                      // the connection ended; Err says why
+	Subscribed                        // a channel was added (SUBACK); Channel names it
+	Refused                           // a SUB was refused; Channel and Err say which and why
+	Notified                          // the gateway announced a backlog (NOTIFY); the client SYNCs
 )
 
 // Event reports a change of the client's connection.
 type Event struct {
-	Kind EventKind
-	Err  error
+	Kind    EventKind
+	Err     error
+	Channel string
 }
 
 // ServerError is an ERROR or GOAWAY frame from the gateway.
@@ -121,6 +136,9 @@ type Client struct {
 	mu      sync.Mutex
 	cursors map[string]uint64
 	hb      adaptive
+	topics  map[string]bool // "t.<topic>" the device subscribed itself
+	sess    *session        // the connected session, nil between connections
+	ups     map[string]chan wire.UpAck
 
 	connects atomic.Int64
 }
@@ -166,7 +184,15 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, cursors: cursors, hb: adaptive{cur: cfg.Heartbeat, growAfter: cfg.HeartbeatGrowAfter}}, nil
+	if cfg.SyncPage <= 0 {
+		cfg.SyncPage = 500
+	}
+	c := &Client{cfg: cfg, cursors: cursors, hb: adaptive{cur: cfg.Heartbeat, growAfter: cfg.HeartbeatGrowAfter},
+		topics: map[string]bool{}, ups: map[string]chan wire.UpAck{}}
+	for _, t := range cfg.Topics {
+		c.topics["t."+t] = true
+	}
+	return c, nil
 }
 
 // HeartbeatInterval is the current PING interval.
@@ -274,6 +300,17 @@ func (c *Client) session(ctx context.Context) (connected bool, err error) {
 	if c.cfg.OnEvent != nil {
 		c.cfg.OnEvent(Event{Kind: Connected})
 	}
+	if err := s.subscribeTopics(); err != nil {
+		return true, err
+	}
+	c.mu.Lock()
+	c.sess = s
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.sess = nil
+		c.mu.Unlock()
+	}()
 	done := make(chan struct{})
 	hbDone := make(chan struct{})
 	go func() {
@@ -327,6 +364,11 @@ func (s *session) connect(tok string) error {
 	c.mu.Lock()
 	cur.Heartbeat = ceilSeconds(c.hb.cur)
 	for ch, seq := range c.cursors {
+		// Topics only while the device holds them: a topic the server
+		// subscribed the user to comes back from the server's list.
+		if strings.HasPrefix(ch, "t.") && !c.topics[ch] {
+			continue
+		}
 		cur.Cursors = append(cur.Cursors, wire.Cursor{Channel: []byte(ch), Seq: seq})
 	}
 	c.mu.Unlock()
@@ -450,6 +492,36 @@ func (s *session) readLoop() error {
 			case s.pong <- struct{}{}:
 			default:
 			}
+		case wire.TypeSubAck:
+			if err := s.handleSubAck(body); err != nil {
+				return err
+			}
+		case wire.TypeNotify:
+			if err := s.handleNotify(body); err != nil {
+				return err
+			}
+		case wire.TypeRevoke:
+			var rv wire.Revoke
+			if err := rv.Decode(body); err != nil {
+				return fmt.Errorf("client: bad REVOKE: %w", err)
+			}
+			if ch, ok := s.slots[rv.Slot]; ok && s.c.cfg.OnRevoke != nil {
+				s.c.cfg.OnRevoke(ch, rv.Seq)
+			}
+		case wire.TypeUpAck:
+			var ua wire.UpAck
+			if err := ua.Decode(body); err != nil {
+				return fmt.Errorf("client: bad UPACK: %w", err)
+			}
+			s.c.mu.Lock()
+			if w, ok := s.c.ups[string(ua.ID)]; ok {
+				ua.ID = nil
+				select {
+				case w <- ua:
+				default:
+				}
+			}
+			s.c.mu.Unlock()
 		case wire.TypeError:
 			return decodeServerError(body, false)
 		case wire.TypeGoAway:

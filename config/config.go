@@ -111,6 +111,14 @@ type Gateway struct {
 	// CursorFlush is how often acknowledged cursors are written to the KV
 	// bucket (coalesced). Default 1s.
 	CursorFlush time.Duration `yaml:"cursor_flush"`
+	// NotifyBacklog is how many stored messages a gateway replays inline on
+	// one channel when a device catches up; with more waiting it sends
+	// NOTIFY and the device pulls pages with SYNC. Default 1000.
+	NotifyBacklog int `yaml:"notify_backlog"`
+	// InlineLimit is the largest payload sent inline in a PUSH without the
+	// device asking; a larger message is announced with NOTIFY and pulled
+	// with SYNC. Default 16 KiB.
+	InlineLimit int `yaml:"inline_limit"`
 	// UserTimeout is TCP_USER_TIMEOUT: how long sent data may stay
 	// unacknowledged by the peer's kernel before the socket is dropped. Default 30s.
 	UserTimeout time.Duration `yaml:"user_timeout"`
@@ -165,6 +173,8 @@ func Default() Config {
 			Workers:        4 * runtime.GOMAXPROCS(0),
 			CatchupWorkers: 16,
 			CursorFlush:    time.Second,
+			NotifyBacklog:  1000,
+			InlineLimit:    16 << 10,
 			UserTimeout:    30 * time.Second,
 		},
 	}
@@ -189,6 +199,23 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
 // ValidName reports whether s may be used as an app, user, device or topic name.
 func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// MaxIDLen is the longest idempotency id (of a push or an UP).
+const MaxIDLen = 128
+
+// ValidID reports whether id may be used as an idempotency id: 1-128
+// printable ASCII characters without spaces.
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > MaxIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
 
 // Validate checks every field the roles use and returns the first problem.
 func (c *Config) Validate() error {
@@ -234,6 +261,8 @@ func (c *Config) Validate() error {
 	positive("gateway.workers", int64(c.Gateway.Workers))
 	positive("gateway.catchup_workers", int64(c.Gateway.CatchupWorkers))
 	positive("gateway.cursor_flush", int64(c.Gateway.CursorFlush))
+	positive("gateway.notify_backlog", int64(c.Gateway.NotifyBacklog))
+	positive("gateway.inline_limit", int64(c.Gateway.InlineLimit))
 	if c.Gateway.HeartbeatMax < c.Gateway.HeartbeatMin {
 		errs = append(errs, fieldErr("gateway.heartbeat_max", "must be >= heartbeat_min (%v)", c.Gateway.HeartbeatMin))
 	}

@@ -61,6 +61,8 @@ func (c *Config) options(role string) []option {
 		{"gateway.reuse_port", "reuse-port", "share the device port with other gateway processes (SO_REUSEPORT)", &c.Gateway.ReusePort},
 		{"gateway.max_frame", "max-frame", "largest frame body accepted from a device", &c.Gateway.MaxFrame},
 		{"gateway.connect_timeout", "connect-timeout", "time allowed for CONNECT after accept", &c.Gateway.ConnectTimeout},
+		{"gateway.notify_backlog", "notify-backlog", "messages replayed inline per channel; more: NOTIFY, the device SYNCs", &c.Gateway.NotifyBacklog},
+		{"gateway.inline_limit", "inline-limit", "largest payload pushed inline; larger: NOTIFY, the device SYNCs", &c.Gateway.InlineLimit},
 	}
 	api := []option{
 		{"api.listen", "http", "HTTP API address", &c.API.Listen},

@@ -20,7 +20,7 @@ import (
 // Limits of one publish request.
 const (
 	MaxUsersPerPush = 1000
-	MaxIDLen        = 128
+	MaxIDLen        = config.MaxIDLen
 	MinTTL          = time.Second
 )
 
@@ -80,7 +80,7 @@ func (ds *Dispatcher) handlePush(ctx *fasthttp.RequestCtx, appName string) {
 		writeError(ctx, fasthttp.StatusBadRequest, code, msg)
 		return
 	}
-	if req.ID != "" && !validID(req.ID) {
+	if req.ID != "" && !config.ValidID(req.ID) {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid_id", fmt.Sprintf("id must be 1-%d printable ASCII characters without spaces", MaxIDLen))
 		return
 	}
@@ -182,17 +182,6 @@ func validUsers(users []string) (out []string, code, msg string) {
 	return out, "", ""
 }
 
-func validID(id string) bool {
-	if len(id) > MaxIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] <= ' ' || id[i] > '~' {
-			return false
-		}
-	}
-	return true
-}
 
 // quote shows a client-given name in an error without echoing megabytes or
 // control characters.

@@ -53,7 +53,10 @@ func (d *rawDevice) next() (wire.Type, []byte, error) {
 // connect sends CONNECT with tok and returns the first frame's type and body.
 func (d *rawDevice) connect(app, dev, tok string) (wire.Type, []byte) {
 	d.t.Helper()
-	d.send((&wire.Connect{Version: wire.Version, App: []byte(app), Device: []byte(dev), Token: []byte(tok)}).Append(nil))
+	// With a broadcast cursor, like a device that connected before: no
+	// SUBACK announcing the broadcast channel comes before the first PUSH.
+	d.send((&wire.Connect{Version: wire.Version, App: []byte(app), Device: []byte(dev), Token: []byte(tok),
+		Cursors: []wire.Cursor{{Channel: []byte("b.all")}}}).Append(nil))
 	t, body, err := d.next()
 	if err != nil {
 		d.t.Fatalf("after CONNECT: %v", err)

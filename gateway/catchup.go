@@ -31,22 +31,31 @@ func (gw *Gateway) catchupWorker() {
 	}
 }
 
+// Page sizes of SYNC: a device asking for 0 gets defaultSyncPage, one
+// asking for more than maxSyncPage gets maxSyncPage.
+const (
+	defaultSyncPage = 100
+	maxSyncPage     = 1000
+)
+
 // runCatchup sends the device every stored message after s.sent, in order,
 // page by page, then switches the sub to live delivery. Live copies that
 // arrived meanwhile only raised pendingMax; if one is beyond what the store
 // returned, the loop reads again, so switching to live loses nothing. When
 // the device's output is full the catch-up pauses and flush resumes it.
+//
+// Notification-first: when more than NotifyBacklog messages wait, or the
+// next one is over InlineLimit, the gateway sends NOTIFY instead and the
+// device pulls pages with SYNC (s.syncMax > 0 while one is served).
 func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
-	c := s.c
-	c.mu.Lock()
-	need := s.needCursor
-	c.mu.Unlock()
-	if need && !gw.resolveCursor(s) {
+	if !gw.prepare(s) {
 		return frame
 	}
+	c := s.c
+	first := true
 	for {
 		c.mu.Lock()
-		if c.closed || c.state != stateReady {
+		if c.closed || c.state != stateReady || s.left {
 			c.mu.Unlock()
 			return frame
 		}
@@ -57,10 +66,15 @@ func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
 			return frame
 		}
 		from := s.sent + 1
+		serving := s.syncMax > 0
+		page := catchupPage
+		if serving && int(s.syncMax) < page {
+			page = int(s.syncMax)
+		}
 		c.mu.Unlock()
 
 		ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
-		msgs, pending, err := gw.store.Fetch(ctx, offline.StoredSubjectForKey(s.ch.key), from, catchupPage)
+		msgs, pending, err := gw.store.Fetch(ctx, offline.StoredSubjectForKey(s.ch.key), from, page)
 		cancel()
 		if err != nil {
 			gw.m.storeErrors.Inc()
@@ -70,65 +84,161 @@ func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
 			c.fail(wire.CodeStoreUnavailable, "store unavailable: reconnect later")
 			return frame
 		}
+		if first && !serving && uint64(len(msgs))+pending > uint64(gw.cfg.NotifyBacklog) {
+			gw.notify(s, uint64(len(msgs))+pending)
+			return frame
+		}
+		first = false
 
 		now := time.Now()
 		c.mu.Lock()
-		if c.closed {
+		if c.closed || s.left {
 			c.mu.Unlock()
 			return frame
 		}
-		n := 0
-		for i := range msgs {
-			m := &msgs[i]
+		n, used := 0, 0
+		large := false
+		for used < len(msgs) {
+			m := &msgs[used]
 			if m.Seq <= s.sent {
+				used++
 				continue
 			}
-			s.sent = m.Seq
-			if !m.Expires.IsZero() && !m.Expires.After(now) {
-				continue // expired but not yet removed by the server
+			if !serving && len(m.Data) > gw.cfg.InlineLimit {
+				large = true
+				break
 			}
-			frame = (&wire.Push{Slot: s.slot, Seq: m.Seq, Flags: wire.FlagReplay, Time: m.Time.UnixMilli(),
-				Expires: unixMilli(m.Expires), Payload: m.Data}).Append(frame[:0])
-			c.appendLocked(frame)
-			n++
+			used++
+			s.sent = m.Seq
+			if serving {
+				s.syncMax--
+			}
+			if (m.Expires.IsZero() || m.Expires.After(now)) && !s.ch.isRevoked(m.Seq) {
+				frame = (&wire.Push{Slot: s.slot, Seq: m.Seq, Flags: wire.FlagReplay, Time: m.Time.UnixMilli(),
+					Expires: unixMilli(m.Expires), Payload: m.Data}).Append(frame[:0])
+				c.appendLocked(frame)
+				n++
+			}
+			if serving && s.syncMax == 0 {
+				break
+			}
 		}
 		// The batch may end early (the server caps its bytes): only the
 		// server's pending count says the end was reached.
-		done := (len(msgs) == 0 || pending == 0) && s.pendingMax <= s.sent
+		end := used == len(msgs) && (len(msgs) == 0 || pending == 0)
+		done := end && s.pendingMax <= s.sent
 		if done {
-			s.syncing = false
+			s.syncing, s.syncMax = false, 0
 		}
+		pageServed := serving && s.syncMax == 0 && !done
 		c.mu.Unlock()
 		if n > 0 {
 			gw.m.catchupMsgs.Add(n)
 			gw.m.framesOut[wire.TypePush].Add(n)
 			c.schedule(evFlush)
 		}
-		if done {
+		switch {
+		case done:
+			return frame
+		case large || pageServed:
+			gw.notify(s, pending+uint64(len(msgs)-used))
 			return frame
 		}
 	}
 }
 
-// resolveCursor reads the server cursor of a device that sent none. It
-// returns false when the connection was failed.
+// notify announces a channel's waiting messages with NOTIFY instead of
+// sending them; the sub stays out of live delivery until a SYNC reaches the
+// end. pending is the caller's count of waiting messages (a hint).
+func (gw *Gateway) notify(s *sub, pending uint64) {
+	c := s.c
+	ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
+	latest, err := gw.store.LastSeq(ctx, offline.StoredSubjectForKey(s.ch.key))
+	cancel()
+	if err != nil {
+		gw.m.storeErrors.Inc()
+		c.fail(wire.CodeStoreUnavailable, "store unavailable: reconnect later")
+		return
+	}
+	c.mu.Lock()
+	if c.closed || s.left {
+		c.mu.Unlock()
+		return
+	}
+	if s.pendingMax > latest {
+		latest = s.pendingMax
+	}
+	s.notify, s.syncMax = true, 0
+	var buf [3 * 10]byte
+	c.appendLocked((&wire.Notify{Slot: s.slot, Seq: latest, Pending: pending}).Append(buf[:0]))
+	c.mu.Unlock()
+	gw.m.notifies.Inc()
+	gw.m.frameOut(wire.TypeNotify)
+	c.schedule(evFlush)
+}
+
+// prepare resolves what a catch-up needs from KV before it reads the store:
+// the user's server-side topics and the device's cursor. It returns false
+// when the connection was failed.
+func (gw *Gateway) prepare(s *sub) bool {
+	c := s.c
+	c.mu.Lock()
+	need, topics := s.needCursor, s.loadTopics
+	s.loadTopics = false
+	c.mu.Unlock()
+	if topics && !gw.loadTopics(c) {
+		return false
+	}
+	return !need || gw.resolveCursor(s)
+}
+
+// resolveCursor reads the server cursor of a device that sent none. Without
+// one, a topic or the broadcast channel starts after its newest message
+// (and that start is written as the device's cursor, so messages that come
+// while it is away are kept for it). It returns false when the connection
+// was failed.
 func (gw *Gateway) resolveCursor(s *sub) bool {
 	c := s.c
 	ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
+	defer cancel()
 	seq, err := gw.store.Cursor(ctx, s.cursorKey())
-	cancel()
+	write := false
+	if err == nil && seq == 0 && s.fromLatest {
+		seq, err = gw.store.LastSeq(ctx, offline.StoredSubjectForKey(s.ch.key))
+		write = seq > 0
+	}
 	if err != nil {
 		gw.m.storeErrors.Inc()
 		c.fail(wire.CodeStoreUnavailable, "cursor store unavailable: reconnect later")
 		return false
 	}
 	c.mu.Lock()
-	if s.needCursor {
-		s.needCursor = false
-		if seq > s.sent {
-			s.sent, s.acked, s.flushed = seq, seq, seq
+	if !s.needCursor {
+		c.mu.Unlock()
+		return true
+	}
+	s.needCursor = false
+	if seq > s.sent {
+		s.sent, s.acked = seq, seq
+		if !write {
+			s.flushed = seq
 		}
 	}
+	mark := write && !s.dirty && !s.left
+	if mark {
+		s.dirty = true
+	}
+	if s.announce {
+		s.announce = false
+		// Before any PUSH of the slot: the sub is still syncing.
+		var buf [64 + wire.MaxChannelLen]byte
+		c.appendLocked((&wire.SubAck{Slot: s.slot, Channel: []byte(s.name()), Seq: s.sent}).Append(buf[:0]))
+		gw.m.frameOut(wire.TypeSubAck)
+		defer c.schedule(evFlush)
+	}
 	c.mu.Unlock()
+	if mark {
+		gw.markDirty(s)
+	}
 	return true
 }

@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,6 +23,35 @@ type channel struct {
 	mu   sync.Mutex
 	subs []*sub
 	nsub *nats.Subscription
+
+	// revoked holds the channel's latest recalled sequences (read without
+	// locks by catch-ups that may hold a message read before its recall).
+	revoked atomic.Pointer[[]uint64]
+}
+
+// maxRevoked is how many recent recalls a channel remembers.
+const maxRevoked = 64
+
+func (ch *channel) isRevoked(seq uint64) bool {
+	p := ch.revoked.Load()
+	return p != nil && slices.Contains(*p, seq)
+}
+
+func (ch *channel) addRevoked(seq uint64) {
+	for {
+		old := ch.revoked.Load()
+		var next []uint64
+		if old != nil {
+			next = append(next, *old...)
+		}
+		next = append(next, seq)
+		if len(next) > maxRevoked {
+			next = next[len(next)-maxRevoked:]
+		}
+		if ch.revoked.CompareAndSwap(old, &next) {
+			return
+		}
+	}
 }
 
 // sub is one connection's membership in a channel. Fields after slot are
@@ -32,12 +64,21 @@ type sub struct {
 	sent       uint64 // highest seq queued to the device
 	acked      uint64 // highest seq the device acknowledged
 	flushed    uint64 // highest acked seq written to KV
-	syncing    bool   // catching up from the store: live copies only raise pendingMax
 	pendingMax uint64 // highest live seq seen while syncing
+	syncMax    uint32 // serving a SYNC: messages left in the page
+	syncing    bool   // catching up from the store: live copies only raise pendingMax
 	resume     bool   // catch-up paused until the output drains
 	dirty      bool   // in gw.dirty
 	needCursor bool   // the device sent no cursor: catch-up reads it from KV first
+	fromLatest bool   // with needCursor: no KV cursor means "from the newest message"
+	announce   bool   // send SUBACK once the cursor is resolved
+	loadTopics bool   // (user channel) read the user's server-side topics first
+	notify     bool   // NOTIFY sent: waiting for the device's SYNC
+	left       bool   // UNSUBed: deliver nothing more, write no cursor
 }
+
+// name is the channel name ("u.alice", "t.news", "b.all").
+func (s *sub) name() string { return s.ch.key[int(s.c.appLen)+1:] }
 
 // join adds s to its channel, subscribing on NATS if it is the first local
 // listener.
@@ -129,8 +170,8 @@ func (gw *Gateway) unregister(c *conn) {
 
 // liveReader handles the live messages of one shard, in order.
 func (gw *Gateway) liveReader(in chan *nats.Msg) {
-	var frame []byte
 	var slow []*conn
+	var enc frameCache
 	for m := range in {
 		if m == nil {
 			return
@@ -143,19 +184,26 @@ func (gw *Gateway) liveReader(in chan *nats.Msg) {
 		if !ok {
 			continue
 		}
+		if r := m.Header.Get(offline.RevokeHeader); r != "" {
+			if seq, err := strconv.ParseUint(r, 10, 64); err == nil {
+				gw.revoke(ch, seq)
+			}
+			continue
+		}
 		l, err := offline.ParseLive(m)
 		if err != nil {
 			gw.log.Warn("dropping live message without sequence headers", "subject", m.Subject, "err", err)
 			continue
 		}
 		gw.m.liveMsgs.Inc()
-		// Encode once for every local listener (all user-channel subs use slot 0).
-		// Live messages carry no time: they were stored just now.
-		frame = (&wire.Push{Slot: 0, Seq: l.Seq, Expires: unixMilli(l.Expires), Payload: l.Data}).Append(frame[:0])
+		// Encode once per slot number for every local listener (a
+		// channel's listeners mostly share one slot). Live messages
+		// carry no time: they were stored just now.
+		enc.reset(wire.Push{Seq: l.Seq, Expires: unixMilli(l.Expires), Payload: l.Data})
 		slow = slow[:0]
 		ch.mu.Lock()
 		for _, s := range ch.subs {
-			if s.deliver(&l, frame) {
+			if s.deliver(&l, &enc) {
 				slow = append(slow, s.c)
 			}
 		}
@@ -183,10 +231,10 @@ func unixMilli(t time.Time) int64 {
 // catch-up from the store instead. It returns true when the connection's
 // output is over its bound: the caller closes it as a slow consumer (the
 // device loses nothing: it catches up when it reconnects).
-func (s *sub) deliver(l *offline.Live, frame []byte) (slow bool) {
+func (s *sub) deliver(l *offline.Live, enc *frameCache) (slow bool) {
 	c := s.c
 	c.mu.Lock()
-	if c.closed || c.state != stateReady {
+	if c.closed || c.state != stateReady || s.left {
 		c.mu.Unlock()
 		return false
 	}
@@ -208,7 +256,18 @@ func (s *sub) deliver(l *offline.Live, frame []byte) (slow bool) {
 		c.mu.Unlock()
 		c.gw.catchup <- s
 		return false
+	case len(l.Data) > c.gw.cfg.InlineLimit:
+		// Too large to push unasked: announce it; the device SYNCs.
+		s.syncing, s.notify, s.pendingMax = true, true, l.Seq
+		var buf [3 * 10]byte
+		c.appendLocked((&wire.Notify{Slot: s.slot, Seq: l.Seq, Pending: l.Seq - s.sent}).Append(buf[:0]))
+		c.mu.Unlock()
+		c.gw.m.notifies.Inc()
+		c.gw.m.frameOut(wire.TypeNotify)
+		c.schedule(evFlush)
+		return false
 	}
+	frame := enc.get(s.slot)
 	if c.pendingLocked()+len(frame) > c.gw.cfg.MaxOutBytes {
 		c.mu.Unlock()
 		return true
@@ -239,6 +298,56 @@ func (gw *Gateway) resyncAll(why string) {
 	for _, ch := range chans {
 		ch.resync()
 	}
+}
+
+// frameCache encodes one live PUSH for each slot number it is asked for,
+// once.
+type frameCache struct {
+	push   wire.Push
+	frames [4][]byte
+	have   [4]bool
+	other  []byte
+}
+
+func (e *frameCache) reset(p wire.Push) {
+	e.push = p
+	e.have = [4]bool{}
+}
+
+func (e *frameCache) get(slot uint32) []byte {
+	e.push.Slot = slot
+	if slot >= uint32(len(e.frames)) {
+		e.other = e.push.Append(e.other[:0])
+		return e.other
+	}
+	if !e.have[slot] {
+		e.frames[slot] = e.push.Append(e.frames[slot][:0])
+		e.have[slot] = true
+	}
+	return e.frames[slot]
+}
+
+// revoke tells every local listener that already got seq that it was
+// recalled, and remembers it so a catch-up that read it before the recall
+// does not send it.
+func (gw *Gateway) revoke(ch *channel, seq uint64) {
+	ch.addRevoked(seq)
+	var buf [3 * 10]byte
+	ch.mu.Lock()
+	for _, s := range ch.subs {
+		c := s.c
+		c.mu.Lock()
+		if c.closed || c.state != stateReady || s.left || s.sent < seq {
+			c.mu.Unlock()
+			continue
+		}
+		c.appendLocked((&wire.Revoke{Slot: s.slot, Seq: seq}).Append(buf[:0]))
+		c.mu.Unlock()
+		gw.m.revokes.Inc()
+		gw.m.frameOut(wire.TypeRevoke)
+		c.schedule(evFlush)
+	}
+	ch.mu.Unlock()
 }
 
 // startCatchup queues a catch-up unless one is already running.

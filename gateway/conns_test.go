@@ -72,7 +72,7 @@ func TestConnectionsSurviveGC(t *testing.T) {
 // passes the bound; the other devices are not affected and the slow one
 // catches up when it comes back.
 func TestSlowConsumerClosedOthersUnharmed(t *testing.T) {
-	h := newHarness(t, func(c *config.Gateway) { c.MaxOutBytes = 32 << 10 })
+	h := newHarness(t, func(c *config.Gateway) { c.MaxOutBytes = 32 << 10; c.NotifyBacklog = 1 << 20 })
 	slowConn, err := net.Dial("tcp", h.gw.Addr().String())
 	if err != nil {
 		t.Fatal(err)

@@ -62,8 +62,9 @@ func (gw *Gateway) flushCursors(ctx context.Context) {
 		c.mu.Lock()
 		seq := s.acked
 		s.dirty = false
+		left := s.left
 		c.mu.Unlock()
-		if seq <= s.flushed {
+		if seq <= s.flushed || left {
 			continue
 		}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -55,6 +55,7 @@ type Gateway struct {
 	work    chan *conn
 	catchup chan *sub
 	shared  chan *sub // catch-ups for the shared scanner (storms)
+	ups     chan upWait
 	live    []chan *nats.Msg
 	wheel   *wheel
 
@@ -90,6 +91,7 @@ func New(cfg config.Gateway, d Deps) *Gateway {
 		work:     make(chan *conn, 1<<16),
 		catchup:  make(chan *sub, 1<<16),
 		shared:   make(chan *sub, 1<<16),
+		ups:      make(chan upWait, maxUpInFlight),
 		wheel:    newWheel(),
 		chans:    newShardedMap[*channel](),
 		conns:    newShardedMap[*conn](),
@@ -164,6 +166,7 @@ func (gw *Gateway) Start() error {
 		gw.spawn(func() { gw.liveReader(ch) })
 	}
 	gw.spawn(gw.cursorFlusher)
+	gw.spawn(gw.upAcker)
 	gw.acceptWG.Add(1)
 	go func() { defer gw.acceptWG.Done(); gw.acceptLoop(ln, false) }()
 	if wsln != nil {

@@ -101,6 +101,15 @@ func tokenConnect(t *testing.T, d *dev, user string, extra ...wire.Connect) {
 		f = extra[0]
 	}
 	f.Version, f.App, f.Device, f.Token = 1, []byte("demo"), []byte("d1"), []byte(tok)
+	// Like a device that already knows where its broadcast channel stands
+	// (else a SUBACK announcing it would come first).
+	hasBroadcast := false
+	for _, c := range f.Cursors {
+		hasBroadcast = hasBroadcast || string(c.Channel) == offline.BroadcastChannel
+	}
+	if !hasBroadcast {
+		f.Cursors = append(f.Cursors, wire.Cursor{Channel: []byte(offline.BroadcastChannel)})
+	}
 	d.write(f.Append(nil))
 	if typ, _ := d.read(); typ != wire.TypeConnAck {
 		t.Fatalf("got %s, want CONNACK", typ)

@@ -17,8 +17,8 @@ type gwMetrics struct {
 	disconnects    map[wire.Code]*metrics.Counter
 	disconnectsEOF *metrics.Counter
 	authFailures   map[wire.Code]*metrics.Counter
-	framesIn       [16]*metrics.Counter
-	framesOut      [16]*metrics.Counter
+	framesIn       [32]*metrics.Counter
+	framesOut      [32]*metrics.Counter
 	slowConsumers  *metrics.Counter
 	natsSlow       *metrics.Counter
 	catchupMsgs    *metrics.Counter
@@ -33,6 +33,12 @@ type gwMetrics struct {
 	acceptErrors   *metrics.Counter
 	socketWrites   *metrics.Counter
 	sharedScans    *metrics.Counter
+	notifies       *metrics.Counter
+	revokes        *metrics.Counter
+	upStored       *metrics.Counter
+	upDuplicates   *metrics.Counter
+	upErrors       *metrics.Counter
+	subRefused     *metrics.Counter
 }
 
 func newMetrics(gw *Gateway) *gwMetrics {
@@ -57,6 +63,12 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		acceptErrors:   s.NewCounter(`herald_gateway_errors_total{kind="accept"}`),
 		socketWrites:   s.NewCounter(`herald_gateway_socket_writes_total`),
 		sharedScans:    s.NewCounter(`herald_gateway_catchup_shared_scans_total`),
+		notifies:       s.NewCounter(`herald_gateway_notifies_total`),
+		revokes:        s.NewCounter(`herald_gateway_revokes_total`),
+		upStored:       s.NewCounter(`herald_gateway_upstream_total{result="stored"}`),
+		upDuplicates:   s.NewCounter(`herald_gateway_upstream_total{result="duplicate"}`),
+		upErrors:       s.NewCounter(`herald_gateway_upstream_total{result="error"}`),
+		subRefused:     s.NewCounter(`herald_gateway_subscriptions_refused_total`),
 	}
 	for _, c := range wire.Codes() {
 		m.disconnects[c] = s.NewCounter(fmt.Sprintf(`herald_gateway_disconnects_total{reason=%q}`, c.String()))
@@ -64,7 +76,7 @@ func newMetrics(gw *Gateway) *gwMetrics {
 			m.authFailures[c] = s.NewCounter(fmt.Sprintf(`herald_gateway_auth_failures_total{reason=%q}`, c.String()))
 		}
 	}
-	for t := wire.Type(1); t < 16; t++ {
+	for t := wire.Type(1); t < 32; t++ {
 		if t.Known() {
 			m.framesIn[t] = s.NewCounter(fmt.Sprintf(`herald_gateway_frames_in_total{type=%q}`, t.String()))
 			m.framesOut[t] = s.NewCounter(fmt.Sprintf(`herald_gateway_frames_out_total{type=%q}`, t.String()))

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"slices"
 	"time"
 
 	"herald/config"
@@ -45,6 +46,14 @@ func (c *conn) handleFrame(t wire.Type, body []byte) bool {
 		var buf [wire.MaxHeaderLen]byte
 		c.send(wire.AppendPong(buf[:0]), wire.TypePong)
 		return true
+	case t == wire.TypeSync:
+		return c.handleSync(body)
+	case t == wire.TypeSub:
+		return c.handleSub(body)
+	case t == wire.TypeUnsub:
+		return c.handleUnsub(body)
+	case t == wire.TypeUp:
+		return c.handleUp(body)
 	default:
 		c.fail(wire.CodeUnexpected, "frame "+t.String()+" is not allowed from a device")
 		return false
@@ -99,16 +108,46 @@ func (c *conn) handleConnect(body []byte) bool {
 		return false
 	}
 
-	// The device's cursor for its user channel. Without one, the catch-up
-	// worker reads the one its last ACKs left in KV: a store round trip must
-	// not hold a readiness worker (in a reconnect storm it would stall every
-	// CONNECT behind it).
+	// Channels: the user's (slot 0), the app's broadcast (slot 1), then
+	// the topics the device holds cursors for, in its order. A channel
+	// without a cursor is resolved by the catch-up worker from KV: a store
+	// round trip must not hold a readiness worker (in a reconnect storm it
+	// would stall every CONNECT behind it). The user's server-side topics
+	// are read there too.
 	channel := offline.UserChannel(user)
-	var cursor uint64
-	given := false
+	user0 := &sub{slot: slotUser, syncing: true, needCursor: true, loadTopics: true}
+	bcast := &sub{slot: slotBroadcast, syncing: true, needCursor: true, fromLatest: true, announce: true}
+	subs := []*sub{user0, bcast}
+	names := []string{channel, offline.BroadcastChannel}
 	for _, cur := range f.Cursors {
-		if string(cur.Channel) == channel {
-			cursor, given = cur.Seq, true
+		name := string(cur.Channel)
+		kind, _, ok := offline.ParseChannel(name)
+		switch {
+		case !ok:
+			c.fail(wire.CodeBadChannel, "CONNECT names an invalid channel")
+			return false
+		case name == channel:
+			user0.sent, user0.needCursor = cur.Seq, false
+		case name == offline.BroadcastChannel:
+			bcast.sent, bcast.needCursor, bcast.announce = cur.Seq, false, false
+		case kind == offline.KindTopic && !slices.Contains(names, name) && len(subs) < maxSlots:
+			subs = append(subs, &sub{slot: uint32(len(subs)), sent: cur.Seq, syncing: true})
+			names = append(names, name)
+		}
+		// Cursors of other users' channels (an earlier login) are ignored.
+	}
+	ack := wire.ConnAck{
+		Version:      wire.Version,
+		HeartbeatMin: uint32(gw.cfg.HeartbeatMin / time.Second),
+		HeartbeatMax: uint32(gw.cfg.HeartbeatMax / time.Second),
+		MaxFrame:     uint32(gw.cfg.MaxFrame),
+		Channels:     make([]wire.Channel, 0, len(subs)),
+	}
+	for i, s := range subs {
+		s.c = c
+		s.acked, s.flushed = s.sent, s.sent
+		if !s.announce {
+			ack.Channels = append(ack.Channels, wire.Channel{Slot: s.slot, Name: []byte(names[i]), Seq: s.sent})
 		}
 	}
 
@@ -122,17 +161,9 @@ func (c *conn) handleConnect(body []byte) bool {
 	c.hb = gw.heartbeat(f.Heartbeat)
 	c.state = stateReady
 	c.deadline = gw.wheel.Now() + idleDeadline(c.hb)
-	s := &sub{c: c, slot: 0, sent: cursor, acked: cursor, flushed: cursor, syncing: true, needCursor: !given}
-	c.subs = []*sub{s}
-	ack := wire.ConnAck{
-		Version:      wire.Version,
-		HeartbeatMin: uint32(gw.cfg.HeartbeatMin / time.Second),
-		HeartbeatMax: uint32(gw.cfg.HeartbeatMax / time.Second),
-		Heartbeat:    c.hb,
-		MaxFrame:     uint32(gw.cfg.MaxFrame),
-		Channels:     []wire.Channel{{Slot: 0, Name: []byte(channel), Seq: cursor}},
-	}
-	// CONNACK goes out before any PUSH: queue it before the channel is live.
+	c.subs = subs
+	ack.Heartbeat = c.hb
+	// CONNACK goes out before any PUSH: queue it before the channels are live.
 	c.appendLocked(ack.Append(nil))
 	c.mu.Unlock()
 	gw.m.frameOut(wire.TypeConnAck)
@@ -150,13 +181,17 @@ func (c *conn) handleConnect(body []byte) bool {
 	gw.m.connects.Inc()
 
 	// Live first, then the store: nothing published in between is missed.
-	if err := gw.join(s, app, channel); err != nil {
-		gw.log.Warn("cannot subscribe channel", "err", err)
-		c.fail(wire.CodeInternal, "cannot subscribe")
-		return false
+	for i, s := range subs {
+		if err := gw.join(s, app, names[i]); err != nil {
+			gw.log.Warn("cannot subscribe channel", "err", err)
+			c.fail(wire.CodeInternal, "cannot subscribe")
+			return false
+		}
 	}
 	c.flush()
-	gw.catchup <- s
+	for _, s := range subs {
+		gw.catchup <- s
+	}
 	return true
 }
 

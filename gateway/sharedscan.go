@@ -98,8 +98,11 @@ func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 		subj := offline.StoredSubjectForKey(s.ch.key)
 		sc.bySubject[subj] = append(sc.bySubject[subj], s)
 	}
+	// Subs with more than NotifyBacklog messages, or a large one, are
+	// left to the one-by-one path, which announces them with NOTIFY.
+	over := map[*sub]bool{}
 	for app, sc := range scans {
-		frame = gw.scanApp(app, sc.from, sc.bySubject, frame)
+		frame = gw.scanApp(app, sc.from, sc.bySubject, over, frame)
 	}
 	// Finish or hand back to the one-by-one path.
 	for _, s := range group {
@@ -109,13 +112,13 @@ func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 			c.mu.Unlock()
 			continue
 		}
-		done := !s.needCursor && !s.resume && s.pendingMax <= s.sent
+		done := !s.needCursor && !s.resume && !over[s] && !s.left && s.pendingMax <= s.sent
 		if done {
 			s.syncing = false
 		}
 		resume := s.resume
 		c.mu.Unlock()
-		if !done && !resume {
+		if !done && !resume && !s.left {
 			gw.catchup <- s
 		}
 	}
@@ -124,9 +127,10 @@ func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 
 // scanApp reads every stored message of app from seq from to the end of
 // the stream and queues each to the waiting devices of its channel.
-func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub, frame []byte) []byte {
+func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub, over map[*sub]bool, frame []byte) []byte {
 	wildcard := offline.StoredSubject(app, ">")
 	touched := map[*conn]struct{}{}
+	sentTo := map[*sub]int{}
 	for {
 		ctx, cancel := context.WithTimeout(gw.ctx, 30*time.Second)
 		msgs, pending, err := gw.store.Fetch(ctx, wildcard, from, sharedPage)
@@ -145,10 +149,16 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 			for _, s := range bySubject[m.Subject] {
 				c := s.c
 				c.mu.Lock()
-				if c.closed || s.resume || m.Seq <= s.sent {
+				if c.closed || s.resume || s.left || over[s] || m.Seq <= s.sent {
 					c.mu.Unlock()
 					continue
 				}
+				if len(m.Data) > gw.cfg.InlineLimit || sentTo[s] >= gw.cfg.NotifyBacklog {
+					over[s] = true
+					c.mu.Unlock()
+					continue
+				}
+				sentTo[s]++
 				if c.pendingLocked() > gw.cfg.MaxOutBytes/2 {
 					// Leave the rest to the one-by-one path once it drains.
 					s.resume = true
@@ -156,7 +166,7 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 					continue
 				}
 				s.sent = m.Seq
-				if m.Expires.IsZero() || m.Expires.After(now) {
+				if (m.Expires.IsZero() || m.Expires.After(now)) && !s.ch.isRevoked(m.Seq) {
 					frame = (&wire.Push{Slot: s.slot, Seq: m.Seq, Flags: wire.FlagReplay, Time: m.Time.UnixMilli(),
 						Expires: unixMilli(m.Expires), Payload: m.Data}).Append(frame[:0])
 					c.appendLocked(frame)
@@ -187,15 +197,34 @@ func (gw *Gateway) withBacklog(group []*sub) []*sub {
 	has := make([]bool, len(group))
 	sem := make(chan struct{}, cursorReadFanout)
 	var wg sync.WaitGroup
+	// One lookup per channel: every device of a storm shares the
+	// broadcast channel, and often topics.
+	type lastSeq struct {
+		once sync.Once
+		seq  uint64
+		err  error
+	}
+	var lastMu sync.Mutex
+	lasts := map[string]*lastSeq{}
 	for i, s := range group {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
-			last, err := gw.store.LastSeq(ctx, offline.StoredSubjectForKey(s.ch.key))
-			cancel()
+			lastMu.Lock()
+			l := lasts[s.ch.key]
+			if l == nil {
+				l = &lastSeq{}
+				lasts[s.ch.key] = l
+			}
+			lastMu.Unlock()
+			l.once.Do(func() {
+				ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
+				l.seq, l.err = gw.store.LastSeq(ctx, offline.StoredSubjectForKey(s.ch.key))
+				cancel()
+			})
+			last, err := l.seq, l.err
 			c := s.c
 			c.mu.Lock()
 			switch {
@@ -226,7 +255,7 @@ func (gw *Gateway) resolveCursors(group []*sub) {
 	var wg sync.WaitGroup
 	for _, s := range group {
 		s.c.mu.Lock()
-		need := s.needCursor
+		need := s.needCursor || s.loadTopics
 		s.c.mu.Unlock()
 		if !need {
 			continue
@@ -236,7 +265,7 @@ func (gw *Gateway) resolveCursors(group []*sub) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			gw.resolveCursor(s)
+			gw.prepare(s)
 		}()
 	}
 	wg.Wait()

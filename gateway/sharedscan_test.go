@@ -37,7 +37,7 @@ func TestSharedCatchup(t *testing.T) {
 		user := fmt.Sprintf("q%d", u)
 		quiet[user] = h.connect(user, 0)
 	}
-	waitFor(t, 5*time.Second, "all catch-ups queued", func() bool { return len(h.gw.catchup) == users+len(quiet) })
+	waitFor(t, 5*time.Second, "all catch-ups queued", func() bool { return len(h.gw.catchup) == 2*(users+len(quiet)) }) // user and broadcast channels
 	done := make(chan struct{})
 	go func() { defer close(done); h.gw.catchupWorker() }()
 	t.Cleanup(func() { h.gw.catchup <- nil; <-done })
@@ -68,7 +68,7 @@ func TestSharedCatchup(t *testing.T) {
 // A Direct Get batch stops at the server's byte cap before its count: a
 // catch-up must go on until the server says nothing is pending.
 func TestCatchupPastTheBatchByteCap(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t, func(c *config.Gateway) { c.InlineLimit = 64 << 10 })
 	big := string(make([]byte, 20<<10)) // 128 of these are 2.5 MiB, over the 1 MiB cap
 	msgs := make([]offline.Publish, 200)
 	for i := range msgs {

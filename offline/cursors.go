@@ -64,3 +64,11 @@ func isWrongSequence(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
+
+// DeleteCursor removes a device's cursor on a channel (after UNSUB).
+func (s *Store) DeleteCursor(ctx context.Context, key string) error {
+	if err := s.cursors.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("%w: cursor %s: %v", ErrUnavailable, key, err)
+	}
+	return nil
+}

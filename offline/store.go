@@ -34,8 +34,11 @@ type Store struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	stream  jetstream.Stream
+	up      jetstream.Stream
 	cursors jetstream.KeyValue
 	apps    jetstream.KeyValue
+	topics  jetstream.KeyValue
+	recalls jetstream.KeyValue
 }
 
 // StreamConfig is the HERALD stream's configuration for cfg.
@@ -55,6 +58,25 @@ func StreamConfig(cfg config.Store) jetstream.StreamConfig {
 		AllowMsgTTL:       true,
 		AllowMsgSchedules: true,
 		RePublish:         &jetstream.RePublish{Source: storedPrefix + ">", Destination: livePrefix + ">"},
+	}
+}
+
+// UpStreamConfig is the HERALD_UP stream's configuration: device-to-backend
+// messages, deduplicated by the device's id within the duplicate window,
+// announced (headers only) on herald.uplive.<app> for long-polls.
+func UpStreamConfig(cfg config.Store) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        UpStreamName,
+		Description: "herald upstream: messages from devices to their app's backend",
+		Subjects:    []string{upPrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      cfg.MaxAge,
+		Duplicates:  cfg.DuplicateWindow,
+		Replicas:    cfg.Replicas,
+		AllowDirect: true,
+		RePublish:   &jetstream.RePublish{Source: upPrefix + ">", Destination: upLivePrefix + ">", HeadersOnly: true},
 	}
 }
 
@@ -89,7 +111,32 @@ func Open(ctx context.Context, nc *nats.Conn, cfg config.Store) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", AppsBucket, err)
 	}
-	return &Store{nc: nc, js: js, stream: stream, cursors: cursors, apps: apps}, nil
+	up, err := js.CreateOrUpdateStream(ctx, UpStreamConfig(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("offline: cannot create stream %s: %w", UpStreamName, err)
+	}
+	topics, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      TopicsBucket,
+		Description: "herald server-side topic subscriptions: the topics of each user",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", TopicsBucket, err)
+	}
+	recalls, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      RecallsBucket,
+		Description: "herald recalled messages, for delivery status",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		TTL:         cfg.MaxAge, // a recall is worth reporting as long as the message could have lived
+	})
+	if err != nil {
+		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", RecallsBucket, err)
+	}
+	return &Store{nc: nc, js: js, stream: stream, up: up, cursors: cursors, apps: apps, topics: topics, recalls: recalls}, nil
 }
 
 // Attach binds to a stream and buckets another role created, waiting for
@@ -127,7 +174,19 @@ func attach(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{js: js, stream: stream, cursors: cursors, apps: apps}, nil
+	up, err := js.Stream(ctx, UpStreamName)
+	if err != nil {
+		return nil, err
+	}
+	topics, err := js.KeyValue(ctx, TopicsBucket)
+	if err != nil {
+		return nil, err
+	}
+	recalls, err := js.KeyValue(ctx, RecallsBucket)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{js: js, stream: stream, up: up, cursors: cursors, apps: apps, topics: topics, recalls: recalls}, nil
 }
 
 // Message is a stored message.
@@ -137,6 +196,7 @@ type Message struct {
 	Time    time.Time // when it was stored
 	Expires time.Time // zero when it has no TTL
 	Data    []byte
+	Header  nats.Header
 }
 
 // Publish describes one message to store.
@@ -148,6 +208,9 @@ type Publish struct {
 	// TTL expires the message after this long (0 = the stream's MaxAge).
 	TTL time.Duration
 }
+
+// ttlHeader is the Nats-TTL value of a TTL.
+func ttlHeader(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second), 10) }
 
 // Stored is the store's answer to one Publish.
 type Stored struct {
@@ -167,7 +230,7 @@ func (s *Store) PublishAll(ctx context.Context, msgs []Publish) ([]Stored, error
 			nm.Header.Set(jetstream.MsgIDHeader, m.ID)
 		}
 		if m.TTL > 0 {
-			nm.Header.Set(jetstream.MsgTTLHeader, strconv.FormatInt(int64(m.TTL/time.Second), 10))
+			nm.Header.Set(jetstream.MsgTTLHeader, ttlHeader(m.TTL))
 		}
 		f, err := s.js.PublishMsgAsync(nm, jetstream.WithExpectStream(StreamName))
 		if err != nil {
@@ -207,6 +270,10 @@ type directGet struct {
 // 64k-slot channel, which a reconnect storm would turn into gigabytes of
 // garbage.
 func (s *Store) Fetch(ctx context.Context, subject string, from uint64, max int) (msgs []Message, pending uint64, err error) {
+	return s.fetch(ctx, StreamName, subject, from, max)
+}
+
+func (s *Store) fetch(ctx context.Context, stream, subject string, from uint64, max int) (msgs []Message, pending uint64, err error) {
 	if from == 0 {
 		from = 1
 	}
@@ -217,7 +284,7 @@ func (s *Store) Fetch(ctx context.Context, subject string, from uint64, max int)
 	req, _ := json.Marshal(directGet{Seq: from, NextFor: subject, Batch: max, MaxBytes: 1 << 20})
 	reply, ch, done := mux.open(max + 2)
 	defer done()
-	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+StreamName, reply, req); err != nil {
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+stream, reply, req); err != nil {
 		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	for {
@@ -266,7 +333,7 @@ func fromHeaders(h nats.Header, data []byte) (Message, error) {
 	if err != nil {
 		return Message{}, fmt.Errorf("offline: message without a valid %s header", jetstream.SequenceHeader)
 	}
-	m := Message{Seq: seq, Subject: h.Get(jetstream.SubjectHeader), Data: data}
+	m := Message{Seq: seq, Subject: h.Get(jetstream.SubjectHeader), Data: data, Header: h}
 	if ts := h.Get(jetstream.TimeStampHeaer); ts != "" {
 		m.Time, _ = time.Parse(time.RFC3339Nano, ts)
 	}

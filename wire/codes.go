@@ -15,7 +15,8 @@ const (
 	CodeTooLarge         Code = 1002 // a frame over the negotiated maximum
 	CodeBadVersion       Code = 1003 // CONNECT with a protocol version the server does not speak
 	CodeUnexpected       Code = 1004 // a frame not allowed in this state (e.g. PUSH from a device, ACK before CONNECT)
-	CodeBadChannel       Code = 1005 // an ACK or cursor for a channel the connection does not have
+	CodeBadChannel       Code = 1005 // an ACK, SYNC, SUB or cursor for a channel the connection may not have
+	CodeTooManyChannels  Code = 1006 // SUBACK: the connection is at its channel limit
 	CodeTokenMissing     Code = 2000 // CONNECT without a token
 	CodeTokenInvalid     Code = 2001 // a token that is not a valid HS256 JWT of the app (bad signature, bad claims)
 	CodeTokenExpired     Code = 2002 // a token past its exp
@@ -38,6 +39,7 @@ var codeNames = map[Code]string{
 	CodeBadVersion:       "bad_version",
 	CodeUnexpected:       "unexpected_frame",
 	CodeBadChannel:       "bad_channel",
+	CodeTooManyChannels:  "too_many_channels",
 	CodeTokenMissing:     "token_missing",
 	CodeTokenInvalid:     "token_invalid",
 	CodeTokenExpired:     "token_expired",

@@ -31,8 +31,8 @@ const MaxHeaderLen = 1 + binary.MaxVarintLen32
 // Type is a frame type. The values are part of the protocol.
 type Type uint8
 
-// Frame types. Values 0x09..0x1f are reserved for the frames listed in
-// docs/protocol.md that later versions add (NOTIFY, SYNC, SUB, ...).
+// Frame types. Values 0x11..0x1f are reserved for frames later versions
+// add (PROBE, ...); docs/protocol.md lists them.
 const (
 	TypeConnect Type = 0x01
 	TypeConnAck Type = 0x02
@@ -42,6 +42,14 @@ const (
 	TypePong    Type = 0x06
 	TypeError   Type = 0x07
 	TypeGoAway  Type = 0x08
+	TypeSub     Type = 0x09
+	TypeSubAck  Type = 0x0a
+	TypeUnsub   Type = 0x0b
+	TypeNotify  Type = 0x0c
+	TypeSync    Type = 0x0d
+	TypeRevoke  Type = 0x0e
+	TypeUp      Type = 0x0f
+	TypeUpAck   Type = 0x10
 )
 
 var typeNames = [...]string{
@@ -53,6 +61,14 @@ var typeNames = [...]string{
 	TypePong:    "PONG",
 	TypeError:   "ERROR",
 	TypeGoAway:  "GOAWAY",
+	TypeSub:     "SUB",
+	TypeSubAck:  "SUBACK",
+	TypeUnsub:   "UNSUB",
+	TypeNotify:  "NOTIFY",
+	TypeSync:    "SYNC",
+	TypeRevoke:  "REVOKE",
+	TypeUp:      "UP",
+	TypeUpAck:   "UPACK",
 }
 
 // Known reports whether t is a frame type of this version.
