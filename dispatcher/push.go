@@ -182,7 +182,6 @@ func validUsers(users []string) (out []string, code, msg string) {
 	return out, "", ""
 }
 
-
 // quote shows a client-given name in an error without echoing megabytes or
 // control characters.
 func quote(s string) string {
