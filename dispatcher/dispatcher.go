@@ -45,6 +45,9 @@ type Dispatcher struct {
 	ln       net.Listener
 	ready    atomic.Bool
 	wg       sync.WaitGroup
+	// ctx ends when Stop begins: long-polls answer at once.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // New prepares a dispatcher; Start opens its listener.
@@ -54,6 +57,7 @@ func New(cfg config.API, storeCfg config.Store, d Deps) *Dispatcher {
 	}
 	ds := &Dispatcher{cfg: cfg, storeCfg: storeCfg, d: d, log: d.Log.With("component", "dispatcher")}
 	ds.m = newMetrics()
+	ds.ctx, ds.cancel = context.WithCancel(context.Background())
 	ds.srv = &fasthttp.Server{
 		Handler:                       ds.route,
 		Name:                          "herald",
@@ -97,6 +101,7 @@ func (ds *Dispatcher) Start() error {
 // Stop fails /readyz, then stops serving, letting requests in flight finish.
 func (ds *Dispatcher) Stop() {
 	ds.ready.Store(false)
+	ds.cancel()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = ds.srv.ShutdownWithContext(ctx)
@@ -143,6 +148,8 @@ func (ds *Dispatcher) route(ctx *fasthttp.RequestCtx) {
 				break
 			}
 			ds.handlePush(ctx, app)
+		case ok:
+			route = ds.routeApp(ctx, app, rest)
 		default:
 			writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such endpoint: "+path)
 		}

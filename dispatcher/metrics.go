@@ -14,6 +14,8 @@ type dMetrics struct {
 	published *metrics.Counter
 	dups      *metrics.Counter
 	storeErr  *metrics.Counter
+	scheduled *metrics.Counter
+	recalled  *metrics.Counter
 
 	mu       sync.RWMutex
 	requests map[routeStatus]*metrics.Counter
@@ -27,6 +29,8 @@ func newMetrics() *dMetrics {
 		published: s.NewCounter(`herald_dispatcher_messages_stored_total`),
 		dups:      s.NewCounter(`herald_dispatcher_messages_duplicate_total`),
 		storeErr:  s.NewCounter(`herald_dispatcher_errors_total{kind="store"}`),
+		scheduled: s.NewCounter(`herald_dispatcher_messages_scheduled_total`),
+		recalled:  s.NewCounter(`herald_dispatcher_messages_recalled_total`),
 		requests:  map[routeStatus]*metrics.Counter{},
 		latency:   map[string]*metrics.Histogram{},
 	}

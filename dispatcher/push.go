@@ -3,7 +3,10 @@ package dispatcher
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,22 +30,39 @@ const (
 // pushRequest is the body of POST /v1/apps/{app}/push.
 type pushRequest struct {
 	Users      []string `json:"users"`
+	Topic      string   `json:"topic"`
+	Broadcast  bool     `json:"broadcast"`
 	Data       *string  `json:"data"`
 	DataBase64 *string  `json:"data_base64"`
 	ID         string   `json:"id"`
 	TTL        string   `json:"ttl"`
+	At         string   `json:"at"`
 }
 
 type pushedMessage struct {
-	User      string `json:"user"`
+	User      string `json:"user,omitempty"`
+	Topic     string `json:"topic,omitempty"`
+	Channel   string `json:"channel"`
 	Seq       uint64 `json:"seq"`
 	Duplicate bool   `json:"duplicate,omitempty"`
 }
 
-type pushResponse struct {
-	Messages  []pushedMessage `json:"messages"`
-	Duplicate bool            `json:"duplicate"`
+type scheduledMessage struct {
+	User     string    `json:"user,omitempty"`
+	Topic    string    `json:"topic,omitempty"`
+	Channel  string    `json:"channel"`
+	Schedule string    `json:"schedule"`
+	At       time.Time `json:"at"`
 }
+
+type pushResponse struct {
+	Messages  []pushedMessage    `json:"messages"`
+	Scheduled []scheduledMessage `json:"scheduled,omitempty"`
+	Duplicate bool               `json:"duplicate"`
+}
+
+// target is one channel a push goes to.
+type target struct{ user, topic, channel string }
 
 // handlePush stores a message for each target user and answers 200 only once
 // JetStream acknowledged every store.
@@ -75,7 +95,7 @@ func (ds *Dispatcher) handlePush(ctx *fasthttp.RequestCtx, appName string) {
 		writeError(ctx, status, code, msg)
 		return
 	}
-	users, code, msg := validUsers(req.Users)
+	targets, code, msg := pushTargets(&req)
 	if code != "" {
 		writeError(ctx, fasthttp.StatusBadRequest, code, msg)
 		return
@@ -93,14 +113,26 @@ func (ds *Dispatcher) handlePush(ctx *fasthttp.RequestCtx, appName string) {
 		}
 		ttl = d.Truncate(time.Second)
 	}
+	if req.At != "" {
+		at, err := time.Parse(time.RFC3339, req.At)
+		now := time.Now()
+		if err != nil || !at.After(now) || at.After(now.Add(ds.storeCfg.MaxAge)) {
+			writeError(ctx, fasthttp.StatusBadRequest, "invalid_at",
+				fmt.Sprintf("at must be an RFC 3339 time such as %q, in the future and within store.max_age (%v)",
+					now.Add(time.Hour).UTC().Format(time.RFC3339), ds.storeCfg.MaxAge))
+			return
+		}
+		ds.schedule(ctx, app, &req, targets, at, ttl, payload)
+		return
+	}
 
-	msgs := make([]offline.Publish, len(users))
-	for i, u := range users {
-		msgs[i] = offline.Publish{App: app.Name, Channel: offline.UserChannel(u), Data: payload, TTL: ttl}
+	msgs := make([]offline.Publish, len(targets))
+	for i, tg := range targets {
+		msgs[i] = offline.Publish{App: app.Name, Channel: tg.channel, Data: payload, TTL: ttl}
 		if req.ID != "" {
 			// One id per target: the duplicate window is per message, and
-			// the same request stores one message per user.
-			msgs[i].ID = req.ID + ":" + u
+			// the same request stores one message per channel.
+			msgs[i].ID = req.ID + ":" + tg.channel
 		}
 	}
 	pctx, cancel := context.WithTimeout(context.Background(), ds.cfg.PublishTimeout)
@@ -112,9 +144,9 @@ func (ds *Dispatcher) handlePush(ctx *fasthttp.RequestCtx, appName string) {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "store_unavailable", "the message store did not acknowledge; retry with the same id")
 		return
 	}
-	resp := pushResponse{Messages: make([]pushedMessage, len(users))}
-	for i, u := range users {
-		resp.Messages[i] = pushedMessage{User: u, Seq: stored[i].Seq, Duplicate: stored[i].Duplicate}
+	resp := pushResponse{Messages: make([]pushedMessage, len(targets))}
+	for i, tg := range targets {
+		resp.Messages[i] = pushedMessage{User: tg.user, Topic: tg.topic, Channel: tg.channel, Seq: stored[i].Seq, Duplicate: stored[i].Duplicate}
 		if stored[i].Duplicate {
 			resp.Duplicate = true
 			ds.m.dups.Inc()
@@ -159,6 +191,74 @@ func (ds *Dispatcher) payload(req *pushRequest, app *offline.App) (b []byte, sta
 		return nil, fasthttp.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("payload is %d bytes; the limit is %d", len(b), limit)
 	}
 	return b, 0, "", ""
+}
+
+// schedule stores the push as one JetStream message schedule per target:
+// the server publishes each to its channel at the given time.
+func (ds *Dispatcher) schedule(ctx *fasthttp.RequestCtx, app *offline.App, req *pushRequest, targets []target, at time.Time, ttl time.Duration, payload []byte) {
+	pctx, cancel := context.WithTimeout(context.Background(), ds.cfg.PublishTimeout)
+	defer cancel()
+	resp := pushResponse{Messages: []pushedMessage{}}
+	for _, tg := range targets {
+		id := scheduleID(req.ID, tg.channel)
+		if _, err := ds.d.Store.ScheduleAt(pctx, app.Name, tg.channel, id, at, ttl, payload); err != nil {
+			ds.m.storeErr.Inc()
+			ds.log.Warn("schedule not stored", "app", app.Name, "err", err)
+			writeError(ctx, fasthttp.StatusServiceUnavailable, "store_unavailable", "the message store did not acknowledge; retry with the same id")
+			return
+		}
+		ds.m.scheduled.Inc()
+		resp.Scheduled = append(resp.Scheduled, scheduledMessage{User: tg.user, Topic: tg.topic, Channel: tg.channel, Schedule: id, At: at.UTC()})
+	}
+	writeJSON(ctx, fasthttp.StatusOK, &resp)
+}
+
+// scheduleID names a schedule: derived from the request's id (so a retry
+// replaces the same schedule instead of adding one) or random.
+func scheduleID(reqID, channel string) string {
+	if reqID == "" {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		return hex.EncodeToString(b[:])
+	}
+	h := sha256.Sum256([]byte(reqID + "\x00" + channel))
+	return hex.EncodeToString(h[:12])
+}
+
+// pushTargets checks that exactly one kind of target is given and returns
+// the channels.
+func pushTargets(req *pushRequest) (out []target, code, msg string) {
+	n := 0
+	if req.Users != nil {
+		n++
+	}
+	if req.Topic != "" {
+		n++
+	}
+	if req.Broadcast {
+		n++
+	}
+	switch {
+	case n == 0:
+		return nil, "missing_target", "give users, topic or broadcast"
+	case n > 1:
+		return nil, "conflicting_targets", "give only one of users, topic and broadcast"
+	case req.Broadcast:
+		return []target{{channel: offline.BroadcastChannel}}, "", ""
+	case req.Topic != "":
+		if !config.ValidName(req.Topic) {
+			return nil, "invalid_topic", "invalid topic name " + quote(req.Topic) + ": 1-128 of A-Z a-z 0-9 _ -"
+		}
+		return []target{{topic: req.Topic, channel: offline.TopicChannel(req.Topic)}}, "", ""
+	}
+	users, code, msg := validUsers(req.Users)
+	if code != "" {
+		return nil, code, msg
+	}
+	for _, u := range users {
+		out = append(out, target{user: u, channel: offline.UserChannel(u)})
+	}
+	return out, "", ""
 }
 
 // validUsers checks names and drops repeats, keeping the first order.

@@ -145,7 +145,7 @@ func TestReadmeTour(t *testing.T) {
 		t.Fatalf("tour has %d commands and %d output blocks; this test knows 4 and 1", len(commands), len(expected))
 	}
 	for _, promise := range []string{
-		`{"messages":[{"user":"alice","seq":1}],"duplicate":false}`,
+		`{"messages":[{"user":"alice","channel":"u.alice","seq":1}],"duplicate":false}`,
 		`{"channel":"u.alice","seq":1,"data":"hello"}`,
 	} {
 		if !strings.Contains(tour, promise) {
@@ -179,7 +179,7 @@ func TestReadmeTour(t *testing.T) {
 	if err := p1.wait(t, 10*time.Second); err != nil {
 		t.Fatalf("push: %v\n%s", err, p1.out.String())
 	}
-	if got := strings.TrimSpace(p1.out.String()); got != `{"messages":[{"user":"alice","seq":1}],"duplicate":false}` {
+	if got := strings.TrimSpace(p1.out.String()); got != `{"messages":[{"user":"alice","channel":"u.alice","seq":1}],"duplicate":false}` {
 		t.Fatalf("push printed %s", got)
 	}
 	if err := l1.wait(t, 10*time.Second); err != nil {

@@ -62,15 +62,17 @@ func TestOfflineDelivery(t *testing.T) {
 			done := make(chan struct{})
 			go func() { defer close(done); c.Run(ctx) }()
 			col.waitCount(t, 1, 5*time.Second)
+			// Leave once the gateway wrote the ACK's cursor (a device
+			// closed before its ACK is sent gets the message again).
+			waitFor(t, 5*time.Second, "cursor write", func() bool {
+				seq, _ := n.Store.Cursor(context.Background(), "demo."+user+".phone.u."+user)
+				return seq == first
+			})
 			cancel()
 			<-done
 			if n.Gateway.Connections() != 0 {
 				waitFor(t, 5*time.Second, "disconnect", func() bool { return n.Gateway.Connections() == 0 })
 			}
-			waitFor(t, 5*time.Second, "cursor write", func() bool {
-				seq, _ := n.Store.Cursor(context.Background(), "demo."+user+".phone.u."+user)
-				return seq == first
-			})
 			want := []uint64{push(t, api, user, "away 1"), push(t, api, user, "away 2")}
 
 			col2 := newCollector()

@@ -80,9 +80,14 @@ func UpStreamConfig(cfg config.Store) jetstream.StreamConfig {
 	}
 }
 
+// maxAsyncPending bounds the publishes a process waits on at once (pushes
+// of many users, UPs of many devices); nats.go's default of 4,000 stalls a
+// single 5,000-message catch-up test and a busy gateway's UPs.
+const maxAsyncPending = 1 << 16
+
 // Open creates or updates the stream and buckets and returns a Store.
 func Open(ctx context.Context, nc *nats.Conn, cfg config.Store) (*Store, error) {
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(maxAsyncPending))
 	if err != nil {
 		return nil, fmt.Errorf("offline: %w", err)
 	}
@@ -143,7 +148,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg config.Store) (*Store, error) 
 // them until ctx ends. Gateways attach: only the roles that own the
 // configuration (serve, dispatcher) create or update the stream.
 func Attach(ctx context.Context, nc *nats.Conn) (*Store, error) {
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(maxAsyncPending))
 	if err != nil {
 		return nil, fmt.Errorf("offline: %w", err)
 	}
