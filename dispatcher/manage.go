@@ -137,6 +137,21 @@ func (ds *Dispatcher) setTopic(rctx context.Context, ctx *fasthttp.RequestCtx, a
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid_topic", "invalid topic name "+quote(topic)+": 1-128 of A-Z a-z 0-9 _ -")
 		return
 	}
+	if on && !app.ServerTopics {
+		// Gateways read users' topics only for apps marked so; mark first
+		// and let the apps watch deliver it, so the user's next CONNECT
+		// anywhere sees the topic.
+		if err := ds.d.Store.MarkServerTopics(rctx, app.Name); err != nil {
+			ds.storeFailed(ctx, "apps", err)
+			return
+		}
+		for i := 0; i < 200; i++ {
+			if a, ok := ds.d.Apps.Get(app.Name); ok && a.ServerTopics {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	_, err := ds.d.Store.SetUserTopic(rctx, app.Name, user, topic, on)
 	switch {
 	case errors.Is(err, offline.ErrTooManyTopics):

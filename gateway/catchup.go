@@ -186,6 +186,10 @@ func (gw *Gateway) prepare(s *sub) bool {
 	need, topics := s.needCursor, s.loadTopics
 	s.loadTopics = false
 	c.mu.Unlock()
+	if topics {
+		a, ok := gw.apps.Get(c.app())
+		topics = ok && a.ServerTopics
+	}
 	if topics && !gw.loadTopics(c) {
 		return false
 	}

@@ -60,6 +60,7 @@ type sub struct {
 	c    *conn
 	ch   *channel
 	slot uint32
+	idx  int32 // position in ch.subs (guarded by ch.mu)
 
 	sent       uint64 // highest seq queued to the device
 	acked      uint64 // highest seq the device acknowledged
@@ -101,6 +102,7 @@ func (gw *Gateway) join(s *sub, app, name string) error {
 	}
 	ch.mu.Lock()
 	s.ch = ch
+	s.idx = int32(len(ch.subs))
 	ch.subs = append(ch.subs, s)
 	ch.mu.Unlock()
 	sh.Unlock()
@@ -122,14 +124,16 @@ func (gw *Gateway) leave(s *sub) {
 	}
 	sh := gw.chans.lock(ch.key)
 	ch.mu.Lock()
-	for i, x := range ch.subs {
-		if x == s {
-			last := len(ch.subs) - 1
-			ch.subs[i] = ch.subs[last]
-			ch.subs[last] = nil
-			ch.subs = ch.subs[:last]
-			break
-		}
+	// Swap-remove by index: a channel such as the broadcast one holds
+	// every device of the gateway, and a mass disconnect must not be
+	// quadratic.
+	if i := int(s.idx); i >= 0 && i < len(ch.subs) && ch.subs[i] == s {
+		last := len(ch.subs) - 1
+		ch.subs[i] = ch.subs[last]
+		ch.subs[i].idx = int32(i)
+		ch.subs[last] = nil
+		ch.subs = ch.subs[:last]
+		s.idx = -1
 	}
 	empty := len(ch.subs) == 0
 	if empty {

@@ -21,6 +21,10 @@ type App struct {
 	KeyHashes  []string `json:"key_hashes"`
 	Secrets    []string `json:"secrets"`
 	MaxPayload int      `json:"max_payload,omitempty"`
+	// ServerTopics is set once the API subscribed any user of the app to
+	// a topic: only then do gateways read a user's topics at CONNECT (a
+	// KV read per connection that apps without server-side topics skip).
+	ServerTopics bool `json:"server_topics,omitempty"`
 }
 
 // HashKey is the stored form of a publisher key.
@@ -48,8 +52,15 @@ func (a *App) SecretBytes() [][]byte {
 	return out
 }
 
-// PutApp writes an app to the apps bucket.
+// PutApp writes an app to the apps bucket, keeping what the running system
+// learnt about it (ServerTopics).
 func (s *Store) PutApp(ctx context.Context, a App) error {
+	if e, err := s.apps.Get(ctx, a.Name); err == nil {
+		var old App
+		if json.Unmarshal(e.Value(), &old) == nil {
+			a.ServerTopics = a.ServerTopics || old.ServerTopics
+		}
+	}
 	b, err := json.Marshal(a)
 	if err != nil {
 		return err
@@ -69,9 +80,11 @@ type Apps struct {
 	done chan struct{}
 }
 
-// WatchApps loads every app and keeps the copy current until Stop.
+// WatchApps loads every app and keeps the copy current until Stop. ctx
+// bounds only the initial load: the watch itself must outlive it (nats.go
+// unsubscribes a watch when its context ends).
 func (s *Store) WatchApps(ctx context.Context, log *slog.Logger) (*Apps, error) {
-	w, err := s.apps.WatchAll(ctx)
+	w, err := s.apps.WatchAll(context.WithoutCancel(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("%w: watch apps: %v", ErrUnavailable, err)
 	}
@@ -130,4 +143,30 @@ func (a *Apps) Get(name string) (*App, bool) {
 func (a *Apps) Stop() {
 	a.stop()
 	<-a.done
+}
+
+// MarkServerTopics sets the app's ServerTopics flag (compare-and-set on the
+// record, so a concurrent change of keys is not overwritten).
+func (s *Store) MarkServerTopics(ctx context.Context, name string) error {
+	for attempt := 0; attempt < 5; attempt++ {
+		e, err := s.apps.Get(ctx, name)
+		if err != nil {
+			return fmt.Errorf("%w: app %s: %v", ErrUnavailable, name, err)
+		}
+		var a App
+		if err := json.Unmarshal(e.Value(), &a); err != nil {
+			return fmt.Errorf("offline: app %s: %v", name, err)
+		}
+		if a.ServerTopics {
+			return nil
+		}
+		a.ServerTopics = true
+		b, _ := json.Marshal(a)
+		if _, err := s.apps.Update(ctx, name, b, e.Revision()); err == nil {
+			return nil
+		} else if !isWrongSequence(err) && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("%w: app %s: %v", ErrUnavailable, name, err)
+		}
+	}
+	return fmt.Errorf("%w: app %s changed concurrently too often", ErrUnavailable, name)
 }

@@ -3,6 +3,7 @@ package offline
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -169,5 +170,50 @@ func TestParseChannel(t *testing.T) {
 		if _, _, ok := ParseChannel(c); ok {
 			t.Errorf("%q should not parse", c)
 		}
+	}
+}
+
+// The apps copy keeps following the bucket after the context that started
+// it ended (a key rotation or a flag set later must reach every process).
+func TestAppsFollowChangesAfterStart(t *testing.T) {
+	s, _ := openStore(t)
+	if err := s.PutApp(ctx(t), App{Name: "shop", KeyHashes: []string{HashKey("k1")}, Secrets: []string{"s"}}); err != nil {
+		t.Fatal(err)
+	}
+	start, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	apps, err := s.WatchApps(start, slog.New(slog.DiscardHandler))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(apps.Stop)
+	if err := s.MarkServerTopics(ctx(t), "shop"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if a, ok := apps.Get("shop"); ok && a.ServerTopics && a.CheckKey("k1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the apps copy did not see the change")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Re-seeding from configuration keeps what the system learnt.
+	if err := s.PutApp(ctx(t), App{Name: "shop", KeyHashes: []string{HashKey("k2")}, Secrets: []string{"s"}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if a, ok := apps.Get("shop"); ok && a.CheckKey("k2") {
+			if !a.ServerTopics {
+				t.Fatal("re-seeding dropped ServerTopics")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the apps copy did not see the new key")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
