@@ -244,3 +244,62 @@ func startServe(t *testing.T) *servedHerald {
 	waitFor(t, 20*time.Second, "herald serve", func() bool { return strings.Contains(h.proc.out.String(), "herald is running") })
 	return h
 }
+
+// The README's topics section runs as written: a listener following a topic
+// gets a topic push and a broadcast, each from its channel.
+func TestReadmeTopics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := string(readme)
+	i, j := strings.Index(sec, "<!-- topics -->"), strings.Index(sec, "<!-- /topics -->")
+	if i < 0 || j < i {
+		t.Fatal("README has no <!-- topics --> section")
+	}
+	sec = sec[i:j]
+	var commands, expected []string
+	for _, block := range regexp.MustCompile("(?s)```(\\w*)\n(.*?)```").FindAllStringSubmatch(sec, -1) {
+		if block[1] == "sh" {
+			commands = append(commands, strings.TrimSpace(block[2]))
+		} else {
+			expected = append(expected, strings.TrimSpace(block[2]))
+		}
+	}
+	if len(commands) != 3 || len(expected) != 1 {
+		t.Fatalf("topics section has %d commands and %d output blocks; this test knows 3 and 1", len(commands), len(expected))
+	}
+	h := startServe(t)
+	sub := strings.NewReplacer("./bin/herald", h.bin, "127.0.0.1:8080", h.api, "127.0.0.1:7070", h.dev)
+	apiURL := "http://" + h.api
+	l := start(t, h.dir, sub.Replace(commands[0]))
+	// Subscribed: SUBACKs for b.all and t.news went out.
+	waitFor(t, 10*time.Second, "the listener's subscriptions", func() bool {
+		resp, err := http.Get(apiURL + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `herald_gateway_frames_out_total{type="SUBACK"} 2`)
+	})
+	for _, c := range commands[1:] {
+		p := start(t, h.dir, sub.Replace(c))
+		if err := p.wait(t, 10*time.Second); err != nil {
+			t.Fatalf("%s: %v\n%s", c, err, p.out.String())
+		}
+	}
+	if err := l.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("listen: %v\n%s", err, l.out.String())
+	}
+	// Sequence numbers vary with what the store held: compare without them.
+	seqRE := regexp.MustCompile(`"seq":\d+`)
+	got := seqRE.ReplaceAllString(strings.TrimSpace(l.out.String()), `"seq":N`)
+	want := seqRE.ReplaceAllString(expected[0], `"seq":N`)
+	if got != want {
+		t.Fatalf("listener printed\n%s\nREADME promises\n%s", l.out.String(), expected[0])
+	}
+}

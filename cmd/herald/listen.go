@@ -30,6 +30,11 @@ func listen(args []string, stdout, stderr io.Writer) error {
 	count := fs.Int("count", 0, "exit after this many messages (0: run until interrupted)")
 	state := fs.String("state", "", "file that keeps the cursors, to resume after a restart")
 	verbose := fs.Bool("v", false, "log connections to stderr")
+	var topics []string
+	fs.Func("topic", "also receive this topic (repeatable)", func(t string) error {
+		topics = append(topics, t)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -52,7 +57,7 @@ func listen(args []string, stdout, stderr io.Writer) error {
 	enc := json.NewEncoder(stdout)
 	seen := 0
 	cfg := client.Config{
-		Addr: *addr, App: *app, Device: *device, Token: tokenFn, Cursors: cursors,
+		Addr: *addr, App: *app, Device: *device, Token: tokenFn, Cursors: cursors, Topics: topics,
 		Handler: func(m client.Message) error {
 			line := struct {
 				Channel    string `json:"channel"`

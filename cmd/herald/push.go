@@ -19,7 +19,10 @@ func push(args []string, stdout, stderr io.Writer) error {
 	api := fs.String("api", "http://127.0.0.1:8080", "HTTP API base URL")
 	key := fs.String("key", os.Getenv("HERALD_KEY"), "publisher key (env HERALD_KEY)")
 	app := fs.String("app", "", "app name (required)")
-	users := fs.String("user", "", "target user, or several separated by commas (required)")
+	users := fs.String("user", "", "target user, or several separated by commas")
+	topic := fs.String("topic", "", "target topic (instead of --user)")
+	broadcast := fs.Bool("broadcast", false, "target every device of the app (instead of --user)")
+	at := fs.String("at", "", "deliver at this RFC 3339 time instead of now (a JetStream message schedule)")
 	data := fs.String("data", "", "message text")
 	data64 := fs.String("data-base64", "", "message bytes, base64 (instead of --data)")
 	id := fs.String("id", "", "idempotency key: a retry with the same id is stored once")
@@ -30,10 +33,27 @@ func push(args []string, stdout, stderr io.Writer) error {
 		}
 		return errUsage
 	}
-	if *app == "" || *users == "" || *key == "" {
-		return errors.New("--app, --user and --key are required")
+	targets := 0
+	for _, given := range []bool{*users != "", *topic != "", *broadcast} {
+		if given {
+			targets++
+		}
 	}
-	req := map[string]any{"users": strings.Split(*users, ",")}
+	if *app == "" || *key == "" || targets != 1 {
+		return errors.New("--app, --key and exactly one of --user, --topic and --broadcast are required")
+	}
+	req := map[string]any{}
+	switch {
+	case *users != "":
+		req["users"] = strings.Split(*users, ",")
+	case *topic != "":
+		req["topic"] = *topic
+	default:
+		req["broadcast"] = true
+	}
+	if *at != "" {
+		req["at"] = *at
+	}
 	if *data64 != "" {
 		req["data_base64"] = *data64
 	} else {
