@@ -31,6 +31,7 @@ type device struct {
 	received atomic.Int64
 	dups     atomic.Int64 // shown again or out of order: seq not above the last seen
 	lastSeq  atomic.Uint64
+	subs     atomic.Int64 // channels announced by SUBACK
 	gate     *gate
 	mu       sync.Mutex
 	conn     net.Conn
@@ -64,6 +65,7 @@ type poolConfig struct {
 	App      string
 	Secret   string
 	Users    string
+	Topics   []string
 	OnMsg    func(d *device, m client.Message)
 }
 
@@ -85,6 +87,8 @@ func startPool(cfg poolConfig) *pool {
 			},
 			Handler: func(m client.Message) error {
 				d.received.Add(1)
+				// Sequences are per stream, so they grow across a device's
+				// channels too.
 				if last := d.lastSeq.Load(); m.Seq <= last {
 					d.dups.Add(1)
 				}
@@ -96,6 +100,12 @@ func startPool(cfg poolConfig) *pool {
 			},
 			MinBackoff: 50 * time.Millisecond,
 			MaxBackoff: 2 * time.Second,
+			Topics:     cfg.Topics,
+			OnEvent: func(e client.Event) {
+				if e.Kind == client.Subscribed {
+					d.subs.Add(1)
+				}
+			},
 			Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				if d.gate.isClosed() {
 					return nil, errGateClosed
@@ -147,6 +157,27 @@ func (p *pool) waitConnected(n int64, timeout time.Duration, progress func(int))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("bench: only %d of %d devices connected after %v", k, len(p.devices), timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitSubscribed waits until every device was told about n channels
+// (SUBACK: the broadcast channel, topics).
+func (p *pool) waitSubscribed(n int64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		k := 0
+		for _, d := range p.devices {
+			if d.subs.Load() >= n {
+				k++
+			}
+		}
+		if k == len(p.devices) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: only %d of %d devices subscribed after %v", k, len(p.devices), timeout)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -77,6 +77,7 @@ type UnicastResult struct {
 type recorder struct {
 	mu      sync.Mutex
 	start   time.Time
+	lastAt  time.Time // the latest receipt
 	all     *hdrhistogram.Histogram
 	seconds []*hdrhistogram.Histogram
 }
@@ -92,6 +93,9 @@ func (r *recorder) record(sent, now time.Time) {
 	}
 	sec := int(now.Sub(r.start) / time.Second)
 	r.mu.Lock()
+	if now.After(r.lastAt) {
+		r.lastAt = now
+	}
 	_ = r.all.RecordValue(us)
 	for len(r.seconds) <= sec {
 		r.seconds = append(r.seconds, hdrhistogram.New(1, 60_000_000, 2))

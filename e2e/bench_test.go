@@ -43,7 +43,7 @@ func TestBenchConnect(t *testing.T) {
 	}
 }
 
-// herald bench unicast and storm, small: they run, bound themselves, find
+// herald bench unicast, storm and broadcast (to everyone and to a topic), small: they run, bound themselves, find
 // nothing lost, and write their reports.
 func TestBenchUnicastAndStorm(t *testing.T) {
 	if testing.Short() {
@@ -74,5 +74,29 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 	}
 	if out := s.out.String(); !strings.Contains(out, "all caught up after") || !strings.Contains(out, "lost 0; shown twice or out of order 0") {
 		t.Fatalf("storm output:\n%s", out)
+	}
+
+	for _, target := range []string{"", "--topic bench-news"} {
+		report := filepath.Join(dir, "broadcast.json")
+		b := start(t, dir, fmt.Sprintf("%s bench broadcast --devices 80 --messages 30 --publishers 3 %s --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --timeout 30s --json %s",
+			bin, target, api, dev, report))
+		if err := b.wait(t, 90*time.Second); err != nil {
+			t.Fatalf("broadcast %s: %v\n%s", target, err, b.out.String())
+		}
+		if out := b.out.String(); !strings.Contains(out, "deliveries: 2400 of 2400") || !strings.Contains(out, "lost 0; duplicates or reordered 0") {
+			t.Fatalf("broadcast %s output:\n%s", target, out)
+		}
+		var rep struct {
+			Delivered        int64   `json:"delivered"`
+			DeliveriesPerSec float64 `json:"deliveries_per_second"`
+			Latency          struct {
+				Count int64   `json:"count"`
+				P99   float64 `json:"p99_ms"`
+			} `json:"fanout_latency"`
+		}
+		raw, _ := os.ReadFile(report)
+		if err := json.Unmarshal(raw, &rep); err != nil || rep.Delivered != 2400 || rep.Latency.Count != 2400 || rep.DeliveriesPerSec <= 0 {
+			t.Fatalf("broadcast report %s: %v", raw, err)
+		}
 	}
 }

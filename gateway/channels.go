@@ -172,55 +172,110 @@ func (gw *Gateway) unregister(c *conn) {
 	gw.flushSoon()
 }
 
-// liveReader handles the live messages of one shard, in order.
+// liveBatch is how many waiting live messages a reader takes before it
+// hands the connections they touched to the workers.
+const liveBatch = 256
+
+// liveReader handles the live messages of one shard, in order. It takes
+// every message already waiting (up to liveBatch) before scheduling the
+// connections they touched, each once: under load (a broadcast to every
+// device) several messages leave in one write, and an idle gateway still
+// sends each message at once.
 func (gw *Gateway) liveReader(in chan *nats.Msg) {
-	var slow []*conn
-	var enc frameCache
+	lr := &liveRun{gw: gw}
 	for m := range in {
 		if m == nil {
 			return
 		}
-		key, ok := offline.LiveKey(m.Subject)
-		if !ok {
-			continue
-		}
-		ch, ok := gw.chans.get(key)
-		if !ok {
-			continue
-		}
-		if r := m.Header.Get(offline.RevokeHeader); r != "" {
-			if seq, err := strconv.ParseUint(r, 10, 64); err == nil {
-				gw.revoke(ch, seq)
-			}
-			continue
-		}
-		l, err := offline.ParseLive(m)
-		if err != nil {
-			gw.log.Warn("dropping live message without sequence headers", "subject", m.Subject, "err", err)
-			continue
-		}
-		gw.m.liveMsgs.Inc()
-		// Encode once per slot number for every local listener (a
-		// channel's listeners mostly share one slot). Live messages
-		// carry no time: they were stored just now.
-		enc.reset(wire.Push{Seq: l.Seq, Expires: unixMilli(l.Expires), Payload: l.Data})
-		slow = slow[:0]
-		ch.mu.Lock()
-		for _, s := range ch.subs {
-			if s.deliver(&l, &enc) {
-				slow = append(slow, s.c)
+		lr.handle(m)
+	drain:
+		for i := 1; i < liveBatch; i++ {
+			select {
+			case m = <-in:
+				if m == nil {
+					lr.finish()
+					return
+				}
+				lr.handle(m)
+			default:
+				break drain
 			}
 		}
-		ch.mu.Unlock()
-		if !l.Time.IsZero() {
-			gw.m.deliveryLat.UpdateDuration(l.Time)
+		lr.finish()
+	}
+}
+
+// liveRun is a live reader's state for one batch.
+type liveRun struct {
+	gw      *Gateway
+	enc     frameCache
+	touched []*conn // connections with new output, each once (conn.liveMark)
+	slow    []*conn
+}
+
+func (lr *liveRun) handle(m *nats.Msg) {
+	gw := lr.gw
+	key, ok := offline.LiveKey(m.Subject)
+	if !ok {
+		return
+	}
+	ch, ok := gw.chans.get(key)
+	if !ok {
+		return
+	}
+	if r := m.Header.Get(offline.RevokeHeader); r != "" {
+		if seq, err := strconv.ParseUint(r, 10, 64); err == nil {
+			gw.revoke(ch, seq)
 		}
-		// Fail slow consumers outside ch.mu: failing takes channel locks.
-		for _, c := range slow {
-			gw.m.slowConsumers.Inc()
-			c.fail(wire.CodeSlowConsumer, "device too slow: reconnect and catch up")
+		return
+	}
+	l, err := offline.ParseLive(m)
+	if err != nil {
+		gw.log.Warn("dropping live message without sequence headers", "subject", m.Subject, "err", err)
+		return
+	}
+	gw.m.liveMsgs.Inc()
+	// Encode once per slot number for every local listener (a channel's
+	// listeners mostly share one slot). Live messages carry no time: they
+	// were stored just now.
+	lr.enc.reset(wire.Push{Seq: l.Seq, Expires: unixMilli(l.Expires), Payload: l.Data})
+	pushes := 0
+	ch.mu.Lock()
+	for _, s := range ch.subs {
+		switch s.deliver(&l, &lr.enc) {
+		case deliverSlow:
+			lr.slow = append(lr.slow, s.c)
+		case deliverQueued:
+			pushes++
+			lr.touched = append(lr.touched, s.c)
+		case deliverQueuedMarked:
+			pushes++
 		}
 	}
+	ch.mu.Unlock()
+	gw.m.framesOut[wire.TypePush].Add(pushes)
+	if !l.Time.IsZero() {
+		gw.m.deliveryLat.UpdateDuration(l.Time)
+	}
+}
+
+// finish schedules the touched connections and fails the slow ones.
+func (lr *liveRun) finish() {
+	for i, c := range lr.touched {
+		c.mu.Lock()
+		c.liveMark = false
+		c.mu.Unlock()
+		c.schedule(evFlush)
+		lr.touched[i] = nil
+	}
+	lr.touched = lr.touched[:0]
+	// Fail slow consumers outside ch.mu: failing takes channel locks.
+	for i, c := range lr.slow {
+		lr.gw.m.slowConsumers.Inc()
+		c.fail(wire.CodeSlowConsumer, "device too slow: reconnect and catch up")
+		lr.slow[i] = nil
+	}
+	lr.slow = lr.slow[:0]
 }
 
 func unixMilli(t time.Time) int64 {
@@ -230,17 +285,25 @@ func unixMilli(t time.Time) int64 {
 	return t.UnixMilli()
 }
 
+// Outcomes of deliver.
+const (
+	deliverNothing      = iota // not for this sub now (syncing, sent before, closed)
+	deliverQueued              // queued; the caller schedules the connection's flush
+	deliverQueuedMarked        // queued; the connection is already on the caller's list
+	deliverSlow                // the output is over its bound: fail the connection
+)
+
 // deliver queues a live message for the device if it is the next one on the
 // channel; a gap (a message between the last sent and this one) starts a
-// catch-up from the store instead. It returns true when the connection's
-// output is over its bound: the caller closes it as a slow consumer (the
-// device loses nothing: it catches up when it reconnects).
-func (s *sub) deliver(l *offline.Live, enc *frameCache) (slow bool) {
+// catch-up from the store instead. deliverSlow means the connection's output
+// is over its bound: the caller closes it as a slow consumer (the device
+// loses nothing: it catches up when it reconnects).
+func (s *sub) deliver(l *offline.Live, enc *frameCache) int {
 	c := s.c
 	c.mu.Lock()
 	if c.closed || c.state != stateReady || s.left {
 		c.mu.Unlock()
-		return false
+		return deliverNothing
 	}
 	switch {
 	case s.syncing:
@@ -248,10 +311,10 @@ func (s *sub) deliver(l *offline.Live, enc *frameCache) (slow bool) {
 			s.pendingMax = l.Seq
 		}
 		c.mu.Unlock()
-		return false
+		return deliverNothing
 	case l.Seq <= s.sent:
 		c.mu.Unlock() // already sent from the store
-		return false
+		return deliverNothing
 	case l.Last > s.sent:
 		// A message on this channel was missed (dropped live copy,
 		// reconnect to NATS): read it from the store first.
@@ -259,7 +322,7 @@ func (s *sub) deliver(l *offline.Live, enc *frameCache) (slow bool) {
 		s.pendingMax = l.Seq
 		c.mu.Unlock()
 		c.gw.catchup <- s
-		return false
+		return deliverNothing
 	case len(l.Data) > c.gw.cfg.InlineLimit:
 		// Too large to push unasked: announce it; the device SYNCs.
 		s.syncing, s.notify, s.pendingMax = true, true, l.Seq
@@ -269,19 +332,22 @@ func (s *sub) deliver(l *offline.Live, enc *frameCache) (slow bool) {
 		c.gw.m.notifies.Inc()
 		c.gw.m.frameOut(wire.TypeNotify)
 		c.schedule(evFlush)
-		return false
+		return deliverNothing
 	}
 	frame := enc.get(s.slot)
 	if c.pendingLocked()+len(frame) > c.gw.cfg.MaxOutBytes {
 		c.mu.Unlock()
-		return true
+		return deliverSlow
 	}
 	c.appendLocked(frame)
 	s.sent = l.Seq
+	marked := c.liveMark
+	c.liveMark = true
 	c.mu.Unlock()
-	c.gw.m.frameOut(wire.TypePush)
-	c.schedule(evFlush)
-	return false
+	if marked {
+		return deliverQueuedMarked
+	}
+	return deliverQueued
 }
 
 // resync makes every listener of the channel check the store for messages

@@ -40,6 +40,7 @@ type conn struct {
 	queued   bool   // in gw.work or being processed
 	armed    bool   // epoll interest armed (EPOLLONESHOT not yet consumed)
 	blocked  bool   // the last write hit EAGAIN: wait for EPOLLOUT
+	liveMark bool   // on a live reader's list of connections to flush
 	events   uint32 // pending events for the worker
 	deadline int64  // unix seconds: see wheel
 	hb       uint32 // heartbeat interval in seconds agreed with the device

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ const benchUsage = `Usage: herald bench <scenario> [flags]
 Scenarios:
   connect            open many idle authenticated devices; report connects/s and gateway memory
   unicast            devices on the gateways, publishers POSTing to random users; throughput and latency
+  broadcast          devices all receiving the app's broadcasts (or one topic); deliveries/s and fan-out latency
   storm              devices all cut at once, messages published while away; time to catch up, loss check
   baseline-gateway   a goroutine-per-connection gateway, to measure against (same bench)
 
@@ -40,6 +42,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return benchUnicast(args[1:], stdout, stderr)
 	case "storm":
 		return benchStorm(args[1:], stdout, stderr)
+	case "broadcast":
+		return benchBroadcast(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "herald bench: unknown scenario %q\n\n%s", args[0], benchUsage)
 		return errUsage
@@ -238,6 +242,57 @@ func benchStorm(args []string, stdout, stderr io.Writer) error {
 	}
 	if res.Lost > 0 || res.Duplicates > 0 || res.CaughtUpSeconds == 0 {
 		return fmt.Errorf("storm: %d lost, %d shown twice or out of order", res.Lost, res.Duplicates)
+	}
+	return nil
+}
+
+func benchBroadcast(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herald bench broadcast", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	devices := fs.Int("devices", 1000, "devices (one user each), all receiving")
+	messages := fs.Int("messages", 100, "messages to broadcast")
+	lf := addLoadFlags(fs, "bc")
+	publishers := fs.Int("publishers", 4, "concurrent publishing requests")
+	rate := fs.Int("rate", 0, "messages per second (0: as fast as possible)")
+	payload := fs.Int("payload", 100, "payload padding bytes after the timestamp")
+	topic := fs.String("topic", "", "send to this topic (every device subscribes) instead of the broadcast channel")
+	timeout := fs.Duration("timeout", 2*time.Minute, "stop publishing and waiting after this long")
+	cpuProfile := fs.String("cpuprofile", "", "write the bench process's CPU profile to this file (where the load generator's time goes)")
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	src, err := bench.ParseSources(*lf.sources)
+	if err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := bench.RunBroadcast(bench.BroadcastConfig{API: *lf.api, Key: *lf.key, App: *lf.app, Secret: *lf.secret, Gateways: splitList(*lf.gateways),
+		Sources: src, Devices: *devices, Messages: *messages, Publishers: *publishers, Rate: *rate, Payload: *payload, Topic: *topic,
+		Users: *lf.users, Timeout: *timeout, Progress: stderr})
+	if err != nil {
+		return err
+	}
+	res.Table(stdout)
+	if *lf.jsonOut != "" {
+		if err := bench.WriteJSON(*lf.jsonOut, res); err != nil {
+			return err
+		}
+	}
+	if res.Lost > 0 || res.Duplicates > 0 {
+		return fmt.Errorf("broadcast: %d lost, %d shown twice or out of order", res.Lost, res.Duplicates)
 	}
 	return nil
 }
