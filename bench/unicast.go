@@ -151,6 +151,12 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 	if cfg.Progress != nil {
 		fmt.Fprintln(cfg.Progress)
 	}
+	// Connected means CONNACK; the gateway then resolves each device's
+	// channels from the store (the SUBACK of the broadcast channel comes
+	// last). Measure steady delivery, not that start-up.
+	if err := p.waitSubscribed(1, time.Minute); err != nil {
+		return nil, err
+	}
 
 	res := &UnicastResult{Devices: cfg.Devices}
 	start := time.Now()

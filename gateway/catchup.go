@@ -22,7 +22,11 @@ func (gw *Gateway) catchupWorker() {
 		// Many catch-ups waiting, or a storm already being served: hand
 		// them to the shared scanner (sharedscan.go) instead of reading
 		// each backlog on its own.
-		if gw.storming.Load() || len(gw.catchup) >= minSharedGroup {
+		s.c.mu.Lock()
+		solo := s.solo
+		s.solo = false
+		s.c.mu.Unlock()
+		if !solo && (gw.storming.Load() || len(gw.catchup) >= minSharedGroup) {
 			gw.shared <- s
 			continue
 		}
@@ -126,9 +130,13 @@ func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
 		// The batch may end early (the server caps its bytes): only the
 		// server's pending count says the end was reached.
 		end := used == len(msgs) && (len(msgs) == 0 || pending == 0)
+		if end && !serving {
+			n += s.applyHeldLocked()
+		}
 		done := end && s.pendingMax <= s.sent
 		if done {
 			s.syncing, s.syncMax = false, 0
+			s.held = nil
 		}
 		pageServed := serving && s.syncMax == 0 && !done
 		c.mu.Unlock()

@@ -76,6 +76,44 @@ type sub struct {
 	loadTopics bool   // (user channel) read the user's server-side topics first
 	notify     bool   // NOTIFY sent: waiting for the device's SYNC
 	left       bool   // UNSUBed: deliver nothing more, write no cursor
+	solo       bool   // handed back by the shared scanner: serve one by one
+	held       []held // live messages that came while syncing (bounded)
+}
+
+// held is a live message kept while its sub catches up: when the catch-up
+// reaches the end of the store, held messages that continue from there are
+// sent as they are instead of read again. Under steady load a catch-up
+// would otherwise never end: by the time a store read returns, newer live
+// messages have come, and each costs a read.
+type held struct {
+	seq, last uint64
+	frame     []byte
+}
+
+// maxHeld bounds the live messages a syncing sub keeps; past it, the
+// catch-up reads the rest from the store.
+const maxHeld = 64
+
+// applyHeldLocked sends the held messages that continue from s.sent, in
+// order, and drops the rest (they are after a gap, or were sent). It
+// returns how many it queued. c.mu must be held.
+func (s *sub) applyHeldLocked() int {
+	n := 0
+	for i := range s.held {
+		h := &s.held[i]
+		if h.seq > s.sent && h.last <= s.sent {
+			s.c.appendLocked(h.frame)
+			s.sent = h.seq
+			n++
+		}
+		h.frame = nil
+	}
+	s.held = s.held[:0]
+	if cap(s.held) > maxHeld {
+		s.held = nil
+	}
+	s.c.gw.m.heldSent.Add(n)
+	return n
 }
 
 // name is the channel name ("u.alice", "t.news", "b.all").
@@ -310,6 +348,9 @@ func (s *sub) deliver(l *offline.Live, enc *frameCache) int {
 		if l.Seq > s.pendingMax {
 			s.pendingMax = l.Seq
 		}
+		if !s.notify && len(s.held) < maxHeld && len(l.Data) <= c.gw.cfg.InlineLimit {
+			s.held = append(s.held, held{seq: l.Seq, last: l.Last, frame: append([]byte(nil), enc.get(s.slot)...)})
+		}
 		c.mu.Unlock()
 		return deliverNothing
 	case l.Seq <= s.sent:
@@ -321,6 +362,7 @@ func (s *sub) deliver(l *offline.Live, enc *frameCache) int {
 		s.syncing = true
 		s.pendingMax = l.Seq
 		c.mu.Unlock()
+		c.gw.m.catchupGap.Inc()
 		c.gw.catchup <- s
 		return deliverNothing
 	case len(l.Data) > c.gw.cfg.InlineLimit:
@@ -430,5 +472,6 @@ func (s *sub) startCatchup() {
 	}
 	s.syncing = true
 	c.mu.Unlock()
+	c.gw.m.catchupResync.Inc()
 	c.gw.catchup <- s
 }

@@ -39,6 +39,10 @@ type gwMetrics struct {
 	upDuplicates   *metrics.Counter
 	upErrors       *metrics.Counter
 	subRefused     *metrics.Counter
+	catchupGap     *metrics.Counter
+	catchupResume  *metrics.Counter
+	catchupResync  *metrics.Counter
+	heldSent       *metrics.Counter
 }
 
 func newMetrics(gw *Gateway) *gwMetrics {
@@ -69,6 +73,10 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		upDuplicates:   s.NewCounter(`herald_gateway_upstream_total{result="duplicate"}`),
 		upErrors:       s.NewCounter(`herald_gateway_upstream_total{result="error"}`),
 		subRefused:     s.NewCounter(`herald_gateway_subscriptions_refused_total`),
+		catchupGap:     s.NewCounter(`herald_gateway_catchups_started_total{cause="gap"}`),
+		catchupResume:  s.NewCounter(`herald_gateway_catchups_started_total{cause="resume"}`),
+		catchupResync:  s.NewCounter(`herald_gateway_catchups_started_total{cause="resync"}`),
+		heldSent:       s.NewCounter(`herald_gateway_held_messages_sent_total`),
 	}
 	for _, c := range wire.Codes() {
 		m.disconnects[c] = s.NewCounter(fmt.Sprintf(`herald_gateway_disconnects_total{reason=%q}`, c.String()))

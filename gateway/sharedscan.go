@@ -77,13 +77,24 @@ func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 		bySubject map[string][]*sub
 	}
 	scans := map[string]*appScan{}
+	// Subs with more than NotifyBacklog messages, or a large one, and subs
+	// not scanned are left to the one-by-one path (which announces large
+	// backlogs with NOTIFY).
+	over := map[*sub]bool{}
 	for _, s := range group {
 		c := s.c
 		c.mu.Lock()
+		// A device without a cursor (a new one) would start the scan at
+		// the stream's first message: its own first message is found
+		// by the subject index on the one-by-one path instead.
 		ok := !c.closed && c.state == stateReady && !s.needCursor
 		from := s.sent + 1
 		c.mu.Unlock()
 		if !ok {
+			continue
+		}
+		if from == 1 {
+			over[s] = true
 			continue
 		}
 		app := c.app()
@@ -98,9 +109,6 @@ func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 		subj := offline.StoredSubjectForKey(s.ch.key)
 		sc.bySubject[subj] = append(sc.bySubject[subj], s)
 	}
-	// Subs with more than NotifyBacklog messages, or a large one, are
-	// left to the one-by-one path, which announces them with NOTIFY.
-	over := map[*sub]bool{}
 	for app, sc := range scans {
 		frame = gw.scanApp(app, sc.from, sc.bySubject, over, frame)
 	}
@@ -112,13 +120,22 @@ func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 			c.mu.Unlock()
 			continue
 		}
-		done := !s.needCursor && !s.resume && !over[s] && !s.left && s.pendingMax <= s.sent
+		ok := !s.needCursor && !s.resume && !over[s] && !s.left
+		sent := ok && s.applyHeldLocked() > 0
+		done := ok && s.pendingMax <= s.sent
 		if done {
 			s.syncing = false
+			s.held = nil
 		}
-		resume := s.resume
+		resume, left := s.resume, s.left
+		if !done && !resume && !left {
+			s.solo = true
+		}
 		c.mu.Unlock()
-		if !done && !resume && !s.left {
+		if sent {
+			c.schedule(evFlush)
+		}
+		if !done && !resume && !left {
 			gw.catchup <- s
 		}
 	}
@@ -131,7 +148,19 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 	wildcard := offline.StoredSubject(app, ">")
 	touched := map[*conn]struct{}{}
 	sentTo := map[*sub]int{}
-	for {
+	// The scan ends where the stream stood when it began: under load the
+	// stream grows as fast as a scan reads, and a scan chasing its head
+	// would keep every device of the group in catch-up for as long as the
+	// load lasts. What comes later reaches the devices live (held while
+	// they sync) or through the one-by-one path.
+	ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
+	upTo, err := gw.store.StreamLastSeq(ctx)
+	cancel()
+	if err != nil {
+		gw.m.storeErrors.Inc()
+		return frame // the subs are requeued by the caller
+	}
+	for from <= upTo {
 		ctx, cancel := context.WithTimeout(gw.ctx, 30*time.Second)
 		msgs, pending, err := gw.store.Fetch(ctx, wildcard, from, sharedPage)
 		cancel()

@@ -8,6 +8,7 @@ import (
 
 	"herald/config"
 	"herald/offline"
+	"herald/wire"
 )
 
 // Catch-ups queued together are served by one wildcard read of the range:
@@ -17,6 +18,10 @@ func TestSharedCatchup(t *testing.T) {
 	// starts one worker, which then takes them all as one group.
 	h := newHarness(t, func(c *config.Gateway) { c.CatchupWorkers = 0 })
 	const users, each = 100, 5
+	// Devices that connected before: their cursor is below their backlog.
+	// (Devices without a cursor go one by one: from seq 1 a scan would
+	// read the whole stream.)
+	base := h.publish("someone-else", "before the group's messages")
 	want := map[string][]uint64{}
 	for round := 0; round < each; round++ {
 		for u := 0; u < users; u++ {
@@ -28,7 +33,7 @@ func TestSharedCatchup(t *testing.T) {
 	devs := map[string]*dev{}
 	for u := 0; u < users; u++ {
 		user := fmt.Sprintf("s%d", u)
-		devs[user] = h.connect(user, 0)
+		devs[user] = h.connect(user, 0, wire.Cursor{Channel: []byte("u." + user), Seq: base})
 	}
 	// Devices without backlog in the same storm: no scan for them, and
 	// live delivery afterwards.
@@ -85,5 +90,32 @@ func TestCatchupPastTheBatchByteCap(t *testing.T) {
 		if p := d.push(); p.Seq != res[i].Seq {
 			t.Fatalf("message %d: seq %d want %d", i, p.Seq, res[i].Seq)
 		}
+	}
+}
+
+// Live messages held while a sub syncs are sent when they continue from
+// what the store gave, and dropped when they do not (a gap: the store is
+// read again) or were sent already.
+func TestHeldMessages(t *testing.T) {
+	h := newHarness(t, nil)
+	c := &conn{gw: h.gw, state: stateReady}
+	frame := func(seq uint64) []byte { return (&wire.Push{Seq: seq, Payload: []byte("x")}).Append(nil) }
+	s := &sub{c: c, sent: 10, syncing: true, held: []held{
+		{seq: 9, last: 8, frame: frame(9)},    // sent already
+		{seq: 12, last: 10, frame: frame(12)}, // continues from 10
+		{seq: 15, last: 12, frame: frame(15)}, // continues from 12
+		{seq: 20, last: 17, frame: frame(20)}, // 17 is missing: a gap
+	}}
+	c.mu.Lock()
+	n := s.applyHeldLocked()
+	out := append([]byte(nil), c.out...)
+	c.releaseOutLocked()
+	c.mu.Unlock()
+	if n != 2 || s.sent != 15 || len(s.held) != 0 {
+		t.Fatalf("applied %d, sent %d, %d left", n, s.sent, len(s.held))
+	}
+	want := append(frame(12), frame(15)...)
+	if string(out) != string(want) {
+		t.Fatalf("queued %x, want %x", out, want)
 	}
 }

@@ -278,6 +278,15 @@ func (s *Store) Fetch(ctx context.Context, subject string, from uint64, max int)
 	return s.fetch(ctx, StreamName, subject, from, max)
 }
 
+// StreamLastSeq is the sequence of the last message stored in the stream.
+func (s *Store) StreamLastSeq(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("%w: stream info: %v", ErrUnavailable, err)
+	}
+	return info.State.LastSeq, nil
+}
+
 func (s *Store) fetch(ctx context.Context, stream, subject string, from uint64, max int) (msgs []Message, pending uint64, err error) {
 	if from == 0 {
 		from = 1
