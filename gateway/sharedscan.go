@@ -16,13 +16,16 @@ import (
 // the catch-ups queued together are served by one wildcard read of the range
 // per app, each message handed to the devices of its channel: one pass.
 const (
-	minSharedGroup   = 32   // fewer waiting catch-ups are served one by one
-	maxSharedGroup   = 8192 // catch-ups one worker takes at once
-	sharedPage       = 2048 // messages per wildcard Direct Get batch
-	cursorReadFanout = 32   // concurrent KV cursor reads for a group
-	// sharedGather is how long a worker that found a storm waits for more
-	// catch-ups before scanning.
-	sharedGather = 300 * time.Millisecond
+	minSharedGroup   = 32      // fewer waiting catch-ups are served one by one
+	maxSharedGroup   = 1 << 16 // catch-ups one scan takes at once (a device has 2+)
+	sharedPage       = 2048    // messages per wildcard Direct Get batch
+	cursorReadFanout = 32      // concurrent KV cursor reads for a group
+	// sharedGather is how long the scanner waits for more catch-ups before
+	// a scan; while they keep coming (a storm's reconnects are spread by
+	// the devices' backoff jitter) it waits on, up to sharedGatherMax:
+	// every round reads the whole range again, so fewer rounds is faster.
+	sharedGather    = 300 * time.Millisecond
+	sharedGatherMax = 2 * time.Second
 )
 
 // sharedScanner is the one goroutine that serves storms: it takes every
@@ -38,20 +41,32 @@ func (gw *Gateway) sharedScanner() {
 		}
 		gw.storming.Store(true)
 		group = append(group[:0], s)
-		time.Sleep(sharedGather)
 		stop := false
-	drain:
-		for len(group) < maxSharedGroup {
-			select {
-			case more := <-gw.shared:
-				if more == nil {
-					stop = true
+		start := time.Now()
+		wait := sharedGather
+	gather:
+		for {
+			time.Sleep(wait)
+			before := len(group)
+		drain:
+			for len(group) < maxSharedGroup {
+				select {
+				case more := <-gw.shared:
+					if more == nil {
+						stop = true
+						break gather
+					}
+					group = append(group, more)
+				default:
 					break drain
 				}
-				group = append(group, more)
-			default:
-				break drain
 			}
+			// Stop gathering when arrivals dried up, the group is full or
+			// the first device has waited long enough.
+			if len(group) == before || len(group) >= maxSharedGroup || time.Since(start) >= sharedGatherMax {
+				break
+			}
+			wait = 100 * time.Millisecond
 		}
 		frame = gw.sharedCatchup(group, frame)
 		if len(gw.shared) == 0 {
@@ -69,7 +84,7 @@ func (gw *Gateway) sharedScanner() {
 func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 	gw.m.sharedScans.Inc()
 	gw.resolveCursors(group)
-	group = gw.withBacklog(group)
+	group, first := gw.withBacklog(group)
 
 	// By app, then by stored subject.
 	type appScan struct {
@@ -84,9 +99,6 @@ func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 	for _, s := range group {
 		c := s.c
 		c.mu.Lock()
-		// A device without a cursor (a new one) would start the scan at
-		// the stream's first message: its own first message is found
-		// by the subject index on the one-by-one path instead.
 		ok := !c.closed && c.state == stateReady && !s.needCursor
 		from := s.sent + 1
 		c.mu.Unlock()
@@ -94,8 +106,15 @@ func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 			continue
 		}
 		if from == 1 {
-			over[s] = true
-			continue
+			// No cursor: scan from the channel's first message if it was
+			// found, else one by one (from 1 the scan would read the
+			// whole stream).
+			f, ok := first[s]
+			if !ok {
+				over[s] = true
+				continue
+			}
+			from = f
 		}
 		app := c.app()
 		sc := scans[app]
@@ -160,61 +179,62 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 		gw.m.storeErrors.Inc()
 		return frame // the subs are requeued by the caller
 	}
-	for from <= upTo {
-		ctx, cancel := context.WithTimeout(gw.ctx, 30*time.Second)
-		msgs, pending, err := gw.store.Fetch(ctx, wildcard, from, sharedPage)
-		cancel()
-		if err != nil {
-			gw.m.storeErrors.Inc()
-			if gw.ctx.Err() == nil {
-				gw.log.Warn("shared catch-up read failed; falling back to one by one", "app", app, "err", err)
-			}
-			break // the subs are requeued by the caller
-		}
-		now := time.Now()
-		for i := range msgs {
-			m := &msgs[i]
-			from = m.Seq + 1
-			for _, s := range bySubject[m.Subject] {
-				c := s.c
-				c.mu.Lock()
-				if c.closed || s.resume || s.left || over[s] || m.Seq <= s.sent {
-					c.mu.Unlock()
-					continue
-				}
-				if len(m.Data) > gw.cfg.InlineLimit || sentTo[s] >= gw.cfg.NotifyBacklog {
-					over[s] = true
-					c.mu.Unlock()
-					continue
-				}
-				sentTo[s]++
-				if c.pendingLocked() > gw.cfg.MaxOutBytes/2 {
-					// Leave the rest to the one-by-one path once it drains.
-					s.resume = true
-					c.mu.Unlock()
-					continue
-				}
-				s.sent = m.Seq
-				if (m.Expires.IsZero() || m.Expires.After(now)) && !s.ch.isRevoked(m.Seq) {
-					frame = (&wire.Push{Slot: s.slot, Seq: m.Seq, Flags: wire.FlagReplay, Time: m.Time.UnixMilli(),
-						Expires: unixMilli(m.Expires), Payload: m.Data}).Append(frame[:0])
-					c.appendLocked(frame)
-					gw.m.catchupMsgs.Inc()
-					gw.m.frameOut(wire.TypePush)
-				}
+	now := time.Now()
+	handed := 0
+	handle := func(m *offline.Message) bool {
+		for _, s := range bySubject[m.Subject] {
+			c := s.c
+			c.mu.Lock()
+			if c.closed || s.resume || s.left || over[s] || m.Seq <= s.sent {
 				c.mu.Unlock()
-				touched[c] = struct{}{}
+				continue
 			}
+			if len(m.Data) > gw.cfg.InlineLimit || sentTo[s] >= gw.cfg.NotifyBacklog {
+				over[s] = true
+				c.mu.Unlock()
+				continue
+			}
+			if c.pendingLocked() > gw.cfg.MaxOutBytes/2 {
+				// Leave the rest to the one-by-one path once it drains.
+				s.resume = true
+				c.mu.Unlock()
+				continue
+			}
+			sentTo[s]++
+			s.sent = m.Seq
+			if (m.Expires.IsZero() || m.Expires.After(now)) && !s.ch.isRevoked(m.Seq) {
+				frame = (&wire.Push{Slot: s.slot, Seq: m.Seq, Flags: wire.FlagReplay, Time: m.Time.UnixMilli(),
+					Expires: unixMilli(m.Expires), Payload: m.Data}).Append(frame[:0])
+				c.appendLocked(frame)
+				gw.m.catchupMsgs.Inc()
+				gw.m.frameOut(wire.TypePush)
+			}
+			c.mu.Unlock()
+			touched[c] = struct{}{}
 		}
-		for c := range touched {
-			c.schedule(evFlush)
-			delete(touched, c)
+		// Let devices start on what they have every page of the range.
+		if handed++; handed%sharedPage == 0 {
+			for c := range touched {
+				c.schedule(evFlush)
+				delete(touched, c)
+			}
+			now = time.Now()
 		}
-		// The batch may end early (the server caps its bytes): only the
-		// server's pending count says the end was reached.
-		if len(msgs) == 0 || pending == 0 {
-			return frame
+		return true
+	}
+	ctx, cancel = context.WithTimeout(gw.ctx, 2*time.Minute)
+	err = gw.store.Scan(ctx, wildcard, from, upTo, handle)
+	cancel()
+	for c := range touched {
+		c.schedule(evFlush)
+	}
+	if err != nil {
+		gw.m.storeErrors.Inc()
+		if gw.ctx.Err() == nil {
+			gw.log.Warn("shared catch-up read failed; falling back to one by one", "app", app, "err", err)
 		}
+		// The subs the scan did not finish are requeued by the caller,
+		// which resumes each from what it was sent.
 	}
 	return frame
 }
@@ -222,59 +242,94 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 // withBacklog finishes the subs whose channel has nothing after their
 // cursor (an indexed last-message lookup each) and returns the others, so a
 // ramp of devices without backlog never triggers a range scan.
-func (gw *Gateway) withBacklog(group []*sub) []*sub {
+func (gw *Gateway) withBacklog(group []*sub) ([]*sub, map[*sub]uint64) {
 	has := make([]bool, len(group))
+	starts := make([]uint64, len(group)) // first stored seq, for subs without a cursor
 	sem := make(chan struct{}, cursorReadFanout)
 	var wg sync.WaitGroup
-	// One lookup per channel: every device of a storm shares the
-	// broadcast channel, and often topics.
-	type lastSeq struct {
+	// One lookup per channel and kind: every device of a storm shares the
+	// broadcast channel, and often topics. A sub with a cursor needs the
+	// channel's last sequence (is anything after it?); one without needs
+	// its first (is there anything, and where does the scan start?).
+	type lookup struct {
 		once sync.Once
 		seq  uint64
 		err  error
 	}
-	var lastMu sync.Mutex
-	lasts := map[string]*lastSeq{}
+	var mu sync.Mutex
+	lookups := map[string]*lookup{}
+	get := func(key string, first bool) (uint64, error) {
+		k := key
+		if first {
+			k = "first:" + key
+		}
+		mu.Lock()
+		l := lookups[k]
+		if l == nil {
+			l = &lookup{}
+			lookups[k] = l
+		}
+		mu.Unlock()
+		l.once.Do(func() {
+			ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
+			defer cancel()
+			subj := offline.StoredSubjectForKey(key)
+			if !first {
+				l.seq, l.err = gw.store.LastSeq(ctx, subj)
+				return
+			}
+			msgs, _, err := gw.store.Fetch(ctx, subj, 1, 1)
+			if len(msgs) == 1 {
+				l.seq = msgs[0].Seq
+			}
+			l.err = err
+		})
+		return l.seq, l.err
+	}
 	for i, s := range group {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			lastMu.Lock()
-			l := lasts[s.ch.key]
-			if l == nil {
-				l = &lastSeq{}
-				lasts[s.ch.key] = l
-			}
-			lastMu.Unlock()
-			l.once.Do(func() {
-				ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
-				l.seq, l.err = gw.store.LastSeq(ctx, offline.StoredSubjectForKey(s.ch.key))
-				cancel()
-			})
-			last, err := l.seq, l.err
 			c := s.c
 			c.mu.Lock()
-			switch {
-			case err != nil || s.needCursor || c.closed:
+			fromZero, need := s.sent == 0, s.needCursor
+			c.mu.Unlock()
+			if need {
 				has[i] = true // let the scan (or the one-by-one path) decide
-			case last <= s.sent && s.pendingMax <= s.sent:
-				s.syncing = false // nothing to catch up: live from here
+				return
+			}
+			seq, err := get(s.ch.key, fromZero)
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			switch {
+			case err != nil || c.closed:
+				has[i] = true
+			case fromZero && seq == 0 && s.pendingMax == 0:
+				s.syncing = false // nothing stored: live from here
+			case !fromZero && seq <= s.sent && s.pendingMax <= s.sent:
+				s.syncing = false // nothing after the cursor: live from here
 			default:
 				has[i] = true
+				if fromZero {
+					starts[i] = seq // without it the scan would start at the stream's first message
+				}
 			}
-			c.mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	out := group[:0]
+	first := map[*sub]uint64{}
 	for i, s := range group {
 		if has[i] {
 			out = append(out, s)
+			if starts[i] > 0 {
+				first[s] = starts[i]
+			}
 		}
 	}
-	return out
+	return out, first
 }
 
 // resolveCursors reads the KV cursors of the subs that need one, a few at a

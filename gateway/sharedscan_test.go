@@ -19,8 +19,7 @@ func TestSharedCatchup(t *testing.T) {
 	h := newHarness(t, func(c *config.Gateway) { c.CatchupWorkers = 0 })
 	const users, each = 100, 5
 	// Devices that connected before: their cursor is below their backlog.
-	// (Devices without a cursor go one by one: from seq 1 a scan would
-	// read the whole stream.)
+	// (Devices without a cursor scan from their channel's first message.)
 	base := h.publish("someone-else", "before the group's messages")
 	want := map[string][]uint64{}
 	for round := 0; round < each; round++ {

@@ -2,6 +2,7 @@ package offline
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -165,5 +166,36 @@ func TestUpstreamDedup(t *testing.T) {
 	}
 	if msgs, _ := s.FetchUp(ctx(t), "demo", msgs[1].Seq, 10); len(msgs) != 0 {
 		t.Fatalf("after the last: %+v", msgs)
+	}
+}
+
+func TestScanRange(t *testing.T) {
+	s, _ := openStore(t)
+	var pubs []Publish
+	for i := 0; i < 50; i++ {
+		pubs = append(pubs, Publish{App: "demo", Channel: fmt.Sprintf("u.s%d", i%5), Data: []byte{byte(i)}})
+	}
+	pubs = append(pubs, Publish{App: "other", Channel: "u.x", Data: []byte("not demo")})
+	res, err := s.PublishAll(ctx(t), pubs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	err = s.Scan(ctx(t), StoredSubject("demo", ">"), res[10].Seq, res[39].Seq, func(m *Message) bool {
+		got = append(got, m.Seq)
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 30 || got[0] != res[10].Seq || got[29] != res[39].Seq {
+		t.Fatalf("scanned %v", got)
+	}
+	got = got[:0]
+	if err := s.Scan(ctx(t), StoredSubject("demo", ">"), res[45].Seq, res[50].Seq, func(m *Message) bool {
+		got = append(got, m.Seq)
+		return true
+	}); err != nil || len(got) != 5 {
+		t.Fatalf("to the end: %v %v", got, err)
 	}
 }

@@ -390,3 +390,65 @@ func ParseLive(m *nats.Msg) (Live, error) {
 	}
 	return Live{Message: msg, Last: last}, nil
 }
+
+// Scan hands fn every stored message of subject (wildcards allowed) from
+// sequence from up to upTo, in order, through an ordered consumer: the
+// server streams them with their metadata in the reply subject, so a long
+// range costs neither a header rewrite per message nor a pending count per
+// batch, as Direct Get batches do. fn returning false stops the scan.
+func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn func(*Message) bool) error {
+	if from == 0 {
+		from = 1
+	}
+	if from > upTo {
+		return nil
+	}
+	cons, err := s.js.OrderedConsumer(ctx, StreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{subject},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       from,
+		InactiveThreshold: 30 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: scan %s: %v", ErrUnavailable, subject, err)
+	}
+	const batch = 4096
+	for {
+		fetched, err := cons.FetchNoWait(batch)
+		if err != nil {
+			return fmt.Errorf("%w: scan %s: %v", ErrUnavailable, subject, err)
+		}
+		n := 0
+		for jm := range fetched.Messages() {
+			n++
+			md, err := jm.Metadata()
+			if err != nil {
+				return fmt.Errorf("offline: scan %s: %v", subject, err)
+			}
+			m := Message{Seq: md.Sequence.Stream, Subject: jm.Subject(), Time: md.Timestamp, Data: jm.Data(), Header: jm.Headers()}
+			if ttl := m.Header.Get(jetstream.MsgTTLHeader); ttl != "" {
+				if d, ok := ParseTTL(ttl); ok {
+					m.Expires = m.Time.Add(d)
+				}
+			}
+			if !fn(&m) {
+				return nil
+			}
+			if m.Seq >= upTo || md.NumPending == 0 {
+				// Drain what this fetch still delivers, then stop.
+				for range fetched.Messages() {
+				}
+				return nil
+			}
+		}
+		if err := fetched.Error(); err != nil {
+			return fmt.Errorf("%w: scan %s: %v", ErrUnavailable, subject, err)
+		}
+		if n == 0 {
+			return nil // nothing more within the wait
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: scan %s: %v", ErrUnavailable, subject, ctx.Err())
+		}
+	}
+}
