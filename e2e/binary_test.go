@@ -276,7 +276,7 @@ func TestReadmeTopics(t *testing.T) {
 	sub := strings.NewReplacer("./bin/herald", h.bin, "127.0.0.1:8080", h.api, "127.0.0.1:7070", h.dev)
 	apiURL := "http://" + h.api
 	l := start(t, h.dir, sub.Replace(commands[0]))
-	// Subscribed: SUBACKs for b.all and t.news went out.
+	// Subscribed: SUBACKs for u.bob (its server cursor), b.all and t.news went out.
 	waitFor(t, 10*time.Second, "the listener's subscriptions", func() bool {
 		resp, err := http.Get(apiURL + "/metrics")
 		if err != nil {
@@ -284,7 +284,7 @@ func TestReadmeTopics(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(b), `herald_gateway_frames_out_total{type="SUBACK"} 2`)
+		return strings.Contains(string(b), `herald_gateway_frames_out_total{type="SUBACK"} 3`)
 	})
 	for _, c := range commands[1:] {
 		p := start(t, h.dir, sub.Replace(c))

@@ -144,7 +144,7 @@ func TestThousandMessagesFiveDisconnects(t *testing.T) {
 	var dropped atomic.Int64
 	go func() {
 		defer close(pubDone)
-		cutDue, lastConnects := false, c.Connects()
+		lastConnects := c.Connects()
 		for i := 0; i < total; i++ {
 			seq := push(t, api, "alice", fmt.Sprintf("m%04d", i))
 			wantMu.Lock()
@@ -152,16 +152,15 @@ func TestThousandMessagesFiveDisconnects(t *testing.T) {
 			wantMu.Unlock()
 			published.Add(1)
 			// Cut only a connection that is up: a cut due while the device
-			// is still reconnecting waits for the next connection.
-			if cuts[i] || cutDue {
-				if c.Connects() > lastConnects || lastConnects == 1 && dropped.Load() == 0 {
-					d.drop()
-					dropped.Add(1)
-					lastConnects = c.Connects()
-					cutDue = false
-				} else {
-					cutDue = true
+			// is still reconnecting waits for that connection (bounded).
+			if cuts[i] {
+				deadline := time.Now().Add(5 * time.Second)
+				for !(c.Connects() > lastConnects || lastConnects == 1 && dropped.Load() == 0) && time.Now().Before(deadline) {
+					time.Sleep(2 * time.Millisecond)
 				}
+				d.drop()
+				dropped.Add(1)
+				lastConnects = c.Connects()
 			}
 		}
 	}()

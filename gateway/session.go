@@ -150,6 +150,10 @@ func (c *conn) handleConnect(body []byte) bool {
 			ack.Channels = append(ack.Channels, wire.Channel{Slot: s.slot, Name: []byte(names[i]), Seq: s.sent})
 		}
 	}
+	// The user channel is always in CONNACK; when its start comes from
+	// the server cursor, a SUBACK confirms it too, so the device can send
+	// it next time and spare that read (it matters in reconnect storms).
+	user0.announce = user0.needCursor
 
 	c.mu.Lock()
 	if c.closed || c.state != stateConnecting {
