@@ -57,6 +57,18 @@ func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
 	}
 	c := s.c
 	first := true
+	// Nothing stored after the cursor (as far as the live messages this
+	// gateway saw tell): live from here, without reading the store.
+	if latest, err := gw.latestSeq(s.ch); err == nil {
+		c.mu.Lock()
+		if !c.closed && s.syncMax == 0 && !s.notify && s.sent >= latest && s.pendingMax <= s.sent {
+			s.syncing = false
+			s.held = nil
+			c.mu.Unlock()
+			return frame
+		}
+		c.mu.Unlock()
+	}
 	for {
 		c.mu.Lock()
 		if c.closed || c.state != stateReady || s.left {
@@ -216,7 +228,7 @@ func (gw *Gateway) resolveCursor(s *sub) bool {
 	seq, err := gw.store.Cursor(ctx, s.cursorKey())
 	write := false
 	if err == nil && seq == 0 && s.fromLatest {
-		seq, err = gw.store.LastSeq(ctx, offline.StoredSubjectForKey(s.ch.key))
+		seq, err = gw.latestSeq(s.ch)
 		write = seq > 0
 	}
 	if err != nil {

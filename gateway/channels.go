@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"slices"
 	"strconv"
 	"sync"
@@ -27,6 +28,41 @@ type channel struct {
 	// revoked holds the channel's latest recalled sequences (read without
 	// locks by catch-ups that may hold a message read before its recall).
 	revoked atomic.Pointer[[]uint64]
+
+	// latest is the highest sequence stored on the channel as far as this
+	// gateway knows: read from the store once (latestKnown), then raised by
+	// every live message. A catch-up whose cursor is at latest reads
+	// nothing from the store. Forgotten when live messages may have been
+	// missed (NATS reconnect, slow consumer).
+	latest      atomic.Uint64
+	latestKnown atomic.Bool
+}
+
+// raiseLatest records a sequence seen on the channel.
+func (ch *channel) raiseLatest(seq uint64) {
+	for {
+		cur := ch.latest.Load()
+		if seq <= cur || ch.latest.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// latestSeq returns the channel's newest stored sequence, reading the store
+// only the first time (and after live messages may have been missed).
+func (gw *Gateway) latestSeq(ch *channel) (uint64, error) {
+	if ch.latestKnown.Load() {
+		return ch.latest.Load(), nil
+	}
+	ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
+	seq, err := gw.store.LastSeq(ctx, offline.StoredSubjectForKey(ch.key))
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	ch.raiseLatest(seq)
+	ch.latestKnown.Store(true)
+	return ch.latest.Load(), nil
 }
 
 // maxRevoked is how many recent recalls a channel remembers.
@@ -77,7 +113,7 @@ type sub struct {
 	notify     bool   // NOTIFY sent: waiting for the device's SYNC
 	left       bool   // UNSUBed: deliver nothing more, write no cursor
 	solo       bool   // handed back by the shared scanner: serve one by one
-	held       []held // live messages that came while syncing (bounded)
+	held       *[]held // live messages that came while syncing (bounded; nil when none: a pointer keeps sub in a smaller size class)
 }
 
 // held is a live message kept while its sub catches up: when the catch-up
@@ -98,20 +134,18 @@ const maxHeld = 64
 // order, and drops the rest (they are after a gap, or were sent). It
 // returns how many it queued. c.mu must be held.
 func (s *sub) applyHeldLocked() int {
+	if s.held == nil {
+		return 0
+	}
 	n := 0
-	for i := range s.held {
-		h := &s.held[i]
+	for _, h := range *s.held {
 		if h.seq > s.sent && h.last <= s.sent {
 			s.c.appendLocked(h.frame)
 			s.sent = h.seq
 			n++
 		}
-		h.frame = nil
 	}
-	s.held = s.held[:0]
-	if cap(s.held) > maxHeld {
-		s.held = nil
-	}
+	s.held = nil
 	s.c.gw.m.heldSent.Add(n)
 	return n
 }
@@ -273,6 +307,7 @@ func (lr *liveRun) handle(m *nats.Msg) {
 		return
 	}
 	gw.m.liveMsgs.Inc()
+	ch.raiseLatest(l.Seq)
 	// Encode once per slot number for every local listener (a channel's
 	// listeners mostly share one slot). Live messages carry no time: they
 	// were stored just now.
@@ -348,8 +383,11 @@ func (s *sub) deliver(l *offline.Live, enc *frameCache) int {
 		if l.Seq > s.pendingMax {
 			s.pendingMax = l.Seq
 		}
-		if !s.notify && len(s.held) < maxHeld && len(l.Data) <= c.gw.cfg.InlineLimit {
-			s.held = append(s.held, held{seq: l.Seq, last: l.Last, frame: append([]byte(nil), enc.get(s.slot)...)})
+		if s.held == nil {
+			s.held = new([]held)
+		}
+		if !s.notify && len(*s.held) < maxHeld && len(l.Data) <= c.gw.cfg.InlineLimit {
+			*s.held = append(*s.held, held{seq: l.Seq, last: l.Last, frame: append([]byte(nil), enc.get(s.slot)...)})
 		}
 		c.mu.Unlock()
 		return deliverNothing
@@ -395,6 +433,7 @@ func (s *sub) deliver(l *offline.Live, enc *frameCache) int {
 // resync makes every listener of the channel check the store for messages
 // it may have missed.
 func (ch *channel) resync() {
+	ch.latestKnown.Store(false)
 	ch.mu.Lock()
 	subs := append([]*sub(nil), ch.subs...)
 	ch.mu.Unlock()

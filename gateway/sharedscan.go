@@ -275,7 +275,12 @@ func (gw *Gateway) withBacklog(group []*sub) ([]*sub, map[*sub]uint64) {
 			defer cancel()
 			subj := offline.StoredSubjectForKey(key)
 			if !first {
-				l.seq, l.err = gw.store.LastSeq(ctx, subj)
+				ch, ok := gw.chans.get(key)
+				if ok {
+					l.seq, l.err = gw.latestSeq(ch)
+				} else {
+					l.seq, l.err = gw.store.LastSeq(ctx, subj)
+				}
 				return
 			}
 			msgs, _, err := gw.store.Fetch(ctx, subj, 1, 1)

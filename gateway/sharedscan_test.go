@@ -99,7 +99,7 @@ func TestHeldMessages(t *testing.T) {
 	h := newHarness(t, nil)
 	c := &conn{gw: h.gw, state: stateReady}
 	frame := func(seq uint64) []byte { return (&wire.Push{Seq: seq, Payload: []byte("x")}).Append(nil) }
-	s := &sub{c: c, sent: 10, syncing: true, held: []held{
+	s := &sub{c: c, sent: 10, syncing: true, held: &[]held{
 		{seq: 9, last: 8, frame: frame(9)},    // sent already
 		{seq: 12, last: 10, frame: frame(12)}, // continues from 10
 		{seq: 15, last: 12, frame: frame(15)}, // continues from 12
@@ -110,8 +110,8 @@ func TestHeldMessages(t *testing.T) {
 	out := append([]byte(nil), c.out...)
 	c.releaseOutLocked()
 	c.mu.Unlock()
-	if n != 2 || s.sent != 15 || len(s.held) != 0 {
-		t.Fatalf("applied %d, sent %d, %d left", n, s.sent, len(s.held))
+	if n != 2 || s.sent != 15 || s.held != nil {
+		t.Fatalf("applied %d, sent %d, held %v", n, s.sent, s.held)
 	}
 	want := append(frame(12), frame(15)...)
 	if string(out) != string(want) {
