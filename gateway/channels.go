@@ -30,19 +30,32 @@ type channel struct {
 	revoked atomic.Pointer[[]uint64]
 
 	// latest is the highest sequence stored on the channel as far as this
-	// gateway knows: read from the store once (latestKnown), then raised by
-	// every live message. A catch-up whose cursor is at latest reads
-	// nothing from the store. Forgotten when live messages may have been
-	// missed (NATS reconnect, slow consumer).
-	latest      atomic.Uint64
-	latestKnown atomic.Bool
+	// gateway knows: read from the store once (then the latestKnown bit is
+	// set), then raised by every live message. A catch-up whose cursor is
+	// at latest reads nothing from the store. Forgotten when live messages
+	// may have been missed (NATS reconnect, slow consumer). One word: a
+	// channel per device must stay small.
+	latest atomic.Uint64
 }
+
+// latestKnown is the top bit of channel.latest.
+const latestKnown = 1 << 63
 
 // raiseLatest records a sequence seen on the channel.
 func (ch *channel) raiseLatest(seq uint64) {
 	for {
 		cur := ch.latest.Load()
-		if seq <= cur || ch.latest.CompareAndSwap(cur, seq) {
+		if seq <= cur&^latestKnown || ch.latest.CompareAndSwap(cur, seq|cur&latestKnown) {
+			return
+		}
+	}
+}
+
+// forgetLatest makes the next catch-up read the newest sequence again.
+func (ch *channel) forgetLatest() {
+	for {
+		cur := ch.latest.Load()
+		if ch.latest.CompareAndSwap(cur, cur&^latestKnown) {
 			return
 		}
 	}
@@ -51,8 +64,8 @@ func (ch *channel) raiseLatest(seq uint64) {
 // latestSeq returns the channel's newest stored sequence, reading the store
 // only the first time (and after live messages may have been missed).
 func (gw *Gateway) latestSeq(ch *channel) (uint64, error) {
-	if ch.latestKnown.Load() {
-		return ch.latest.Load(), nil
+	if v := ch.latest.Load(); v&latestKnown != 0 {
+		return v &^ latestKnown, nil
 	}
 	ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
 	seq, err := gw.store.LastSeq(ctx, offline.StoredSubjectForKey(ch.key))
@@ -60,9 +73,12 @@ func (gw *Gateway) latestSeq(ch *channel) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	ch.raiseLatest(seq)
-	ch.latestKnown.Store(true)
-	return ch.latest.Load(), nil
+	for {
+		cur := ch.latest.Load()
+		if ch.latest.CompareAndSwap(cur, max(cur&^latestKnown, seq)|latestKnown) {
+			return max(cur&^latestKnown, seq), nil
+		}
+	}
 }
 
 // maxRevoked is how many recent recalls a channel remembers.
@@ -433,7 +449,7 @@ func (s *sub) deliver(l *offline.Live, enc *frameCache) int {
 // resync makes every listener of the channel check the store for messages
 // it may have missed.
 func (ch *channel) resync() {
-	ch.latestKnown.Store(false)
+	ch.forgetLatest()
 	ch.mu.Lock()
 	subs := append([]*sub(nil), ch.subs...)
 	ch.mu.Unlock()

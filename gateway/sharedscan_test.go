@@ -118,3 +118,26 @@ func TestHeldMessages(t *testing.T) {
 		t.Fatalf("queued %x, want %x", out, want)
 	}
 }
+
+// A channel's newest sequence is read once, then follows live messages,
+// and is read again after it was forgotten.
+func TestChannelLatest(t *testing.T) {
+	h := newHarness(t, nil)
+	ch := &channel{gw: h.gw, key: offline.ChannelKey("demo", "u.latest")}
+	ch.raiseLatest(3) // a live message before the first read
+	seq := h.publish("latest", "one")
+	got, err := h.gw.latestSeq(ch)
+	if err != nil || got != max(seq, 3) {
+		t.Fatalf("first read %d %v, want %d", got, err, max(seq, 3))
+	}
+	ch.raiseLatest(seq + 100)
+	if got, _ := h.gw.latestSeq(ch); got != seq+100 {
+		t.Fatalf("after a live message: %d", got)
+	}
+	ch.raiseLatest(seq + 50) // older: ignored
+	ch.forgetLatest()
+	seq2 := h.publish("latest", "two")
+	if got, _ := h.gw.latestSeq(ch); got != max(seq+100, seq2) {
+		t.Fatalf("after forgetting: %d, want %d", got, max(seq+100, seq2))
+	}
+}
