@@ -102,6 +102,7 @@ func RunBroadcast(cfg BroadcastConfig) (*BroadcastResult, error) {
 	if err := p.waitSubscribed(subs, time.Minute); err != nil {
 		return nil, err
 	}
+	settle(cfg.API, 30*time.Second)
 
 	res := &BroadcastResult{Devices: cfg.Devices, Channel: channel}
 	start := time.Now()

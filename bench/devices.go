@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +34,7 @@ type device struct {
 	received atomic.Int64
 	dups     atomic.Int64 // shown again or out of order: seq not above the last seen
 	lastSeq  atomic.Uint64
-	subs     atomic.Int64 // channels announced by SUBACK
+	subs     atomic.Int64 // broadcast and topic channels announced by SUBACK
 	gate     *gate
 	mu       sync.Mutex
 	conn     net.Conn
@@ -102,7 +105,9 @@ func startPool(cfg poolConfig) *pool {
 			MaxBackoff: 2 * time.Second,
 			Topics:     cfg.Topics,
 			OnEvent: func(e client.Event) {
-				if e.Kind == client.Subscribed {
+				// Count the broadcast channel and topics (the user
+				// channel's SUBACK comes first and says less).
+				if e.Kind == client.Subscribed && !strings.HasPrefix(e.Channel, "u.") {
 					d.subs.Add(1)
 				}
 			},
@@ -162,8 +167,8 @@ func (p *pool) waitConnected(n int64, timeout time.Duration, progress func(int))
 	}
 }
 
-// waitSubscribed waits until every device was told about n channels
-// (SUBACK: the broadcast channel, topics).
+// waitSubscribed waits until every device was told about n broadcast or
+// topic channels (SUBACK).
 func (p *pool) waitSubscribed(n int64, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -209,4 +214,47 @@ func (p *pool) totals() (received, dups int64) {
 func (p *pool) stop() {
 	p.cancel()
 	p.wg.Wait()
+}
+
+// settle waits until the gateway metrics the API serves (herald serve
+// writes its gateway's there) show no catch-up activity for a second: the
+// devices' channels are then live, and a scenario measures steady delivery
+// rather than the gateway finishing their start-up. Bounded by timeout;
+// without such metrics (separate gateway processes) it returns at once.
+func settle(api string, timeout time.Duration) {
+	read := func() (string, bool) {
+		resp, err := http.Get(strings.TrimRight(api, "/") + "/metrics")
+		if err != nil {
+			return "", false
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		if err != nil {
+			return "", false
+		}
+		var sb strings.Builder
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "herald_gateway_catchup") {
+				sb.WriteString(line)
+			}
+		}
+		return sb.String(), sb.Len() > 0
+	}
+	last, ok := read()
+	if !ok {
+		return
+	}
+	deadline := time.Now().Add(timeout)
+	still := time.Now()
+	for time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		cur, _ := read()
+		if cur != last {
+			last, still = cur, time.Now()
+			continue
+		}
+		if time.Since(still) >= time.Second {
+			return
+		}
+	}
 }

@@ -157,6 +157,7 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 	if err := p.waitSubscribed(1, time.Minute); err != nil {
 		return nil, err
 	}
+	settle(cfg.API, 30*time.Second)
 
 	res := &UnicastResult{Devices: cfg.Devices}
 	start := time.Now()

@@ -85,7 +85,26 @@ func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 	gw.m.sharedScans.Inc()
 	gw.resolveCursors(group)
 	group, first := gw.withBacklog(group)
+	// Messages stored during a scan (a broadcast burst while thousands of
+	// devices sync) leave their devices behind: scan again, only what came
+	// meanwhile, a few rounds, rather than sending each device to read the
+	// same channel on its own.
+	for round := 0; len(group) > 0; round++ {
+		var again []*sub
+		frame, again = gw.sharedRound(group, first, round < sharedRounds-1, frame)
+		group, first = again, nil
+	}
+	return frame
+}
 
+// sharedRounds bounds the scans of one group.
+const sharedRounds = 4
+
+// sharedRound scans once for group and finishes the subs it can. Subs that
+// only missed what was stored during the scan are returned when another
+// round is allowed; the others go back to the one-by-one path, which
+// continues from what was sent.
+func (gw *Gateway) sharedRound(group []*sub, first map[*sub]uint64, more bool, frame []byte) ([]byte, []*sub) {
 	// By app, then by stored subject.
 	type appScan struct {
 		from      uint64
@@ -101,20 +120,30 @@ func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 		c.mu.Lock()
 		ok := !c.closed && c.state == stateReady && !s.needCursor
 		from := s.sent + 1
+		// The first live message that came while syncing, if it follows
+		// the cursor, is where a cursor-less channel's messages start.
+		var heldFrom uint64
+		if s.held != nil && len(*s.held) > 0 && (*s.held)[0].last <= s.sent {
+			heldFrom = (*s.held)[0].seq
+		}
 		c.mu.Unlock()
 		if !ok {
 			continue
 		}
 		if from == 1 {
 			// No cursor: scan from the channel's first message if it was
-			// found, else one by one (from 1 the scan would read the
-			// whole stream).
+			// found (or from the first live one), else one by one (from 1
+			// the scan would read the whole stream).
 			f, ok := first[s]
-			if !ok {
+			switch {
+			case ok:
+				from = f
+			case heldFrom > 0:
+				from = heldFrom
+			default:
 				over[s] = true
 				continue
 			}
-			from = f
 		}
 		app := c.app()
 		sc := scans[app]
@@ -131,7 +160,8 @@ func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 	for app, sc := range scans {
 		frame = gw.scanApp(app, sc.from, sc.bySubject, over, frame)
 	}
-	// Finish or hand back to the one-by-one path.
+	// Finish, scan again, or hand back to the one-by-one path.
+	var again []*sub
 	for _, s := range group {
 		c := s.c
 		c.mu.Lock()
@@ -147,18 +177,23 @@ func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 			s.held = nil
 		}
 		resume, left := s.resume, s.left
-		if !done && !resume && !left {
+		retry := !done && ok && more && s.sent > 0
+		solo := !done && !resume && !left && !retry
+		if solo {
 			s.solo = true
 		}
 		c.mu.Unlock()
 		if sent {
 			c.schedule(evFlush)
 		}
-		if !done && !resume && !left {
+		switch {
+		case retry:
+			again = append(again, s)
+		case solo:
 			gw.catchup <- s
 		}
 	}
-	return frame
+	return frame, again
 }
 
 // scanApp reads every stored message of app from seq from to the end of
