@@ -34,19 +34,20 @@ type BroadcastConfig struct {
 
 // BroadcastResult is the broadcast report.
 type BroadcastResult struct {
-	Devices          int     `json:"devices"`
-	Channel          string  `json:"channel"`
-	Published        int64   `json:"published"`
-	Errors           int64   `json:"errors"`
-	PublishSeconds   float64 `json:"publish_seconds"`
-	Expected         int64   `json:"expected_deliveries"`
-	Delivered        int64   `json:"delivered"`
-	Lost             int64   `json:"lost"`
-	Duplicates       int64   `json:"duplicates_or_reordered"`
-	DeliverySeconds  float64 `json:"delivery_seconds"`
-	DeliveriesPerSec float64 `json:"deliveries_per_second"`
-	Latency          Latency `json:"fanout_latency"`
-	FirstError       string  `json:"first_error,omitempty"`
+	Devices          int      `json:"devices"`
+	Channel          string   `json:"channel"`
+	Published        int64    `json:"published"`
+	Errors           int64    `json:"errors"`
+	PublishSeconds   float64  `json:"publish_seconds"`
+	Expected         int64    `json:"expected_deliveries"`
+	Delivered        int64    `json:"delivered"`
+	Lost             int64    `json:"lost"`
+	Duplicates       int64    `json:"duplicates_or_reordered"`
+	DeliverySeconds  float64  `json:"delivery_seconds"`
+	DeliveriesPerSec float64  `json:"deliveries_per_second"`
+	Latency          Latency  `json:"fanout_latency"`
+	Timeline         []Second `json:"timeline"`
+	FirstError       string   `json:"first_error,omitempty"`
 }
 
 // RunBroadcast runs the broadcast scenario. Deliveries/s is every device's
@@ -106,7 +107,7 @@ func RunBroadcast(cfg BroadcastConfig) (*BroadcastResult, error) {
 
 	res := &BroadcastResult{Devices: cfg.Devices, Channel: channel}
 	start := time.Now()
-	rec.Store(newStripedRecorder())
+	rec.Store(newStripedRecorder(start))
 	var published, errs atomic.Int64
 	var firstErr atomic.Pointer[string]
 	var next atomic.Int64
@@ -173,6 +174,7 @@ func RunBroadcast(cfg BroadcastConfig) (*BroadcastResult, error) {
 		res.DeliveriesPerSec = float64(got) / res.DeliverySeconds
 	}
 	res.Latency = summarize(all)
+	res.Timeline = rec.Load().timeline()
 	if e := firstErr.Load(); e != nil {
 		res.FirstError = *e
 	}
@@ -213,16 +215,18 @@ func (r *BroadcastResult) Table(w io.Writer) {
 // stripedRecorder records latencies into one histogram per stripe of
 // devices, so 18,000 devices receiving at once do not queue on one lock.
 type stripedRecorder struct {
+	start   time.Time
 	stripes [64]struct {
-		mu     sync.Mutex
-		h      *hdrhistogram.Histogram
-		lastAt time.Time
-		_      [32]byte // keep stripes on separate cache lines
+		mu      sync.Mutex
+		h       *hdrhistogram.Histogram
+		seconds []*hdrhistogram.Histogram // by second of receipt, for --plot
+		lastAt  time.Time
+		_       [32]byte // keep stripes on separate cache lines
 	}
 }
 
-func newStripedRecorder() *stripedRecorder {
-	r := &stripedRecorder{}
+func newStripedRecorder(start time.Time) *stripedRecorder {
+	r := &stripedRecorder{start: start}
 	for i := range r.stripes {
 		r.stripes[i].h = hdrhistogram.New(1, 600_000_000, 3)
 	}
@@ -231,13 +235,41 @@ func newStripedRecorder() *stripedRecorder {
 
 func (r *stripedRecorder) record(idx int, sent, now time.Time) {
 	us := max(now.Sub(sent).Microseconds(), 1)
+	sec := int(now.Sub(r.start) / time.Second)
 	s := &r.stripes[idx%len(r.stripes)]
 	s.mu.Lock()
 	_ = s.h.RecordValue(us)
+	for len(s.seconds) <= sec {
+		s.seconds = append(s.seconds, hdrhistogram.New(1, 600_000_000, 2))
+	}
+	if sec >= 0 {
+		_ = s.seconds[sec].RecordValue(us)
+	}
 	if now.After(s.lastAt) {
 		s.lastAt = now
 	}
 	s.mu.Unlock()
+}
+
+// timeline merges the stripes' per-second histograms.
+func (r *stripedRecorder) timeline() []Second {
+	var secs []*hdrhistogram.Histogram
+	for i := range r.stripes {
+		s := &r.stripes[i]
+		s.mu.Lock()
+		for j, h := range s.seconds {
+			for len(secs) <= j {
+				secs = append(secs, hdrhistogram.New(1, 600_000_000, 2))
+			}
+			secs[j].Merge(h)
+		}
+		s.mu.Unlock()
+	}
+	out := make([]Second, len(secs))
+	for i, h := range secs {
+		out[i] = Second{T: i, Delivered: h.TotalCount(), P50: float64(h.ValueAtQuantile(50)) / 1000, P99: float64(h.ValueAtQuantile(99)) / 1000}
+	}
+	return out
 }
 
 // merge returns every stripe's latencies in one histogram and the latest

@@ -78,8 +78,9 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 
 	for _, target := range []string{"", "--topic bench-news"} {
 		report := filepath.Join(dir, "broadcast.json")
-		b := start(t, dir, fmt.Sprintf("%s bench broadcast --devices 80 --messages 30 --publishers 3 %s --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --timeout 30s --json %s",
-			bin, target, api, dev, report))
+		bplot := filepath.Join(dir, "broadcast.svg")
+		b := start(t, dir, fmt.Sprintf("%s bench broadcast --devices 80 --messages 30 --publishers 3 %s --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --timeout 30s --json %s --plot %s",
+			bin, target, api, dev, report, bplot))
 		if err := b.wait(t, 90*time.Second); err != nil {
 			t.Fatalf("broadcast %s: %v\n%s", target, err, b.out.String())
 		}
@@ -97,6 +98,9 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 		raw, _ := os.ReadFile(report)
 		if err := json.Unmarshal(raw, &rep); err != nil || rep.Delivered != 2400 || rep.Latency.Count != 2400 || rep.DeliveriesPerSec <= 0 {
 			t.Fatalf("broadcast report %s: %v", raw, err)
+		}
+		if svg, err := os.ReadFile(bplot); err != nil || !strings.Contains(string(svg), "<polyline") {
+			t.Fatalf("broadcast plot: %v %.200s", err, svg)
 		}
 	}
 }

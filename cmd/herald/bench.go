@@ -258,6 +258,7 @@ func benchBroadcast(args []string, stdout, stderr io.Writer) error {
 	topic := fs.String("topic", "", "send to this topic (every device subscribes) instead of the broadcast channel")
 	timeout := fs.Duration("timeout", 2*time.Minute, "stop publishing and waiting after this long")
 	cpuProfile := fs.String("cpuprofile", "", "write the bench process's CPU profile to this file (where the load generator's time goes)")
+	plot := fs.String("plot", "", "write an SVG fan-out-latency-over-time chart to this file")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -286,6 +287,12 @@ func benchBroadcast(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	res.Table(stdout)
+	if *plot != "" {
+		title := fmt.Sprintf("herald broadcast: %d devices, %.0f deliveries/s, p99 %.1f ms", res.Devices, res.DeliveriesPerSec, res.Latency.P99)
+		if err := bench.WritePlot(*plot, title, res.Timeline); err != nil {
+			return err
+		}
+	}
 	if *lf.jsonOut != "" {
 		if err := bench.WriteJSON(*lf.jsonOut, res); err != nil {
 			return err
