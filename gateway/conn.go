@@ -339,21 +339,30 @@ func (c *conn) releaseOutLocked() {
 // not read its answers (PONGs) is held to the same output bound as live
 // delivery.
 func (c *conn) send(b []byte, t wire.Type) {
+	if c.enqueue(b, t, false) {
+		c.flush()
+	}
+}
+
+// enqueue appends a frame within the connection's output bound. It returns
+// false when the connection is closed (or, with readyOnly, not ready) or was
+// just failed as a slow consumer.
+func (c *conn) enqueue(b []byte, t wire.Type, readyOnly bool) bool {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed || readyOnly && c.state != stateReady {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	if c.pendingLocked()+len(b) > c.gw.cfg.MaxOutBytes {
 		c.mu.Unlock()
 		c.gw.m.slowConsumers.Inc()
-		c.fail(wire.CodeSlowConsumer, "device does not read its answers")
-		return
+		c.fail(wire.CodeSlowConsumer, "device does not read its answers: reconnect")
+		return false
 	}
 	c.appendLocked(b)
 	c.mu.Unlock()
 	c.gw.m.frameOut(t)
-	c.flush()
+	return true
 }
 
 // fail sends ERROR and closes the write side; the socket is kept (reads

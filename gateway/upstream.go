@@ -87,19 +87,7 @@ func (gw *Gateway) upAcker() {
 // queue queues a frame from a goroutine that is not serving the connection
 // and has the worker write it.
 func (c *conn) queue(b []byte, t wire.Type) {
-	c.mu.Lock()
-	if c.closed || c.state != stateReady {
-		c.mu.Unlock()
-		return
+	if c.enqueue(b, t, true) {
+		c.schedule(evFlush)
 	}
-	if c.pendingLocked()+len(b) > c.gw.cfg.MaxOutBytes {
-		c.mu.Unlock()
-		c.gw.m.slowConsumers.Inc()
-		c.fail(wire.CodeSlowConsumer, "device too slow: reconnect")
-		return
-	}
-	c.appendLocked(b)
-	c.mu.Unlock()
-	c.gw.m.frameOut(t)
-	c.schedule(evFlush)
 }
