@@ -114,21 +114,21 @@ type sub struct {
 	slot uint32
 	idx  int32 // position in ch.subs (guarded by ch.mu)
 
-	sent       uint64 // highest seq queued to the device
-	acked      uint64 // highest seq the device acknowledged
-	flushed    uint64 // highest acked seq written to KV
-	pendingMax uint64 // highest live seq seen while syncing
-	syncMax    uint32 // serving a SYNC: messages left in the page
-	syncing    bool   // catching up from the store: live copies only raise pendingMax
-	resume     bool   // catch-up paused until the output drains
-	dirty      bool   // in gw.dirty
-	needCursor bool   // the device sent no cursor: catch-up reads it from KV first
-	fromLatest bool   // with needCursor: no KV cursor means "from the newest message"
-	announce   bool   // send SUBACK once the cursor is resolved
-	loadTopics bool   // (user channel) read the user's server-side topics first
-	notify     bool   // NOTIFY sent: waiting for the device's SYNC
-	left       bool   // UNSUBed: deliver nothing more, write no cursor
-	solo       bool   // handed back by the shared scanner: serve one by one
+	sent       uint64  // highest seq queued to the device
+	acked      uint64  // highest seq the device acknowledged
+	flushed    uint64  // highest acked seq written to KV
+	pendingMax uint64  // highest live seq seen while syncing
+	syncMax    uint32  // serving a SYNC: messages left in the page
+	syncing    bool    // catching up from the store: live copies only raise pendingMax
+	resume     bool    // catch-up paused until the output drains
+	dirty      bool    // in gw.dirty
+	needCursor bool    // the device sent no cursor: catch-up reads it from KV first
+	fromLatest bool    // with needCursor: no KV cursor means "from the newest message"
+	announce   bool    // send SUBACK once the cursor is resolved
+	loadTopics bool    // (user channel) read the user's server-side topics first
+	notify     bool    // NOTIFY sent: waiting for the device's SYNC
+	left       bool    // UNSUBed: deliver nothing more, write no cursor
+	solo       bool    // handed back by the shared scanner: serve one by one
 	held       *[]held // live messages that came while syncing (bounded; nil when none: a pointer keeps sub in a smaller size class)
 }
 
