@@ -68,7 +68,9 @@ func (gw *Gateway) sharedScanner() {
 			}
 			wait = 100 * time.Millisecond
 		}
+		began := time.Now()
 		frame = gw.sharedCatchup(group, frame)
+		gw.log.Debug("shared catch-up", "catchups", len(group), "gathered", began.Sub(start), "took", time.Since(began))
 		if len(gw.shared) == 0 {
 			gw.storming.Store(false)
 		}
@@ -326,6 +328,24 @@ func (gw *Gateway) withBacklog(group []*sub) ([]*sub, map[*sub]uint64) {
 		})
 		return l.seq, l.err
 	}
+	// A lookup per channel costs a store round trip; reading the range
+	// costs one message per stored message. When the group's channels
+	// outnumber a tenth of the range (a storm: every device's own channel,
+	// a dense range), scan without looking up: a channel with nothing new
+	// simply gets nothing.
+	skipLast := false
+	if lastStored, err := gw.store.StreamLastSeq(gw.ctx); err == nil {
+		minFrom, keys := lastStored+1, map[string]bool{}
+		for _, s := range group {
+			s.c.mu.Lock()
+			if s.sent > 0 && !s.needCursor {
+				minFrom = min(minFrom, s.sent+1)
+				keys[s.ch.key] = true
+			}
+			s.c.mu.Unlock()
+		}
+		skipLast = minFrom <= lastStored && uint64(len(keys))*10 > lastStored-minFrom+1
+	}
 	for i, s := range group {
 		sem <- struct{}{}
 		wg.Add(1)
@@ -336,7 +356,7 @@ func (gw *Gateway) withBacklog(group []*sub) ([]*sub, map[*sub]uint64) {
 			c.mu.Lock()
 			fromZero, need := s.sent == 0, s.needCursor
 			c.mu.Unlock()
-			if need {
+			if need || !fromZero && skipLast {
 				has[i] = true // let the scan (or the one-by-one path) decide
 				return
 			}

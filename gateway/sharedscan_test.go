@@ -141,3 +141,31 @@ func TestChannelLatest(t *testing.T) {
 		t.Fatalf("after forgetting: %d, want %d", got, max(seq+100, seq2))
 	}
 }
+
+// A group whose channels are few against a long range looks each channel
+// up instead of reading the range: devices without backlog go live, and
+// one with backlog still gets it.
+func TestSharedCatchupLooksUpFewChannels(t *testing.T) {
+	h := newHarness(t, func(c *config.Gateway) { c.CatchupWorkers = 0 })
+	base := h.publish("noise", "before")
+	for i := 0; i < 600; i++ {
+		h.publish("noise", "filler")
+	}
+	backlog := h.publish("l0", "for l0")
+	devs := map[string]*dev{}
+	for u := 0; u < 40; u++ {
+		user := fmt.Sprintf("l%d", u)
+		devs[user] = h.connect(user, 0, wire.Cursor{Channel: []byte("u." + user), Seq: base})
+	}
+	waitFor(t, 5*time.Second, "all catch-ups queued", func() bool { return len(h.gw.catchup) == 80 })
+	done := make(chan struct{})
+	go func() { defer close(done); h.gw.catchupWorker() }()
+	t.Cleanup(func() { h.gw.catchup <- nil; <-done })
+	if p := devs["l0"].push(); p.Seq != backlog {
+		t.Fatalf("l0's backlog: %d want %d", p.Seq, backlog)
+	}
+	seq := h.publish("l7", "live")
+	if p := devs["l7"].push(); p.Seq != seq || p.Flags&wire.FlagReplay != 0 {
+		t.Fatalf("l7 after the group: %+v, want live %d", p, seq)
+	}
+}
