@@ -131,6 +131,9 @@ func TestTopicAndBroadcastFanOutOverTwoGateways(t *testing.T) {
 		if subs != devices/2+2 {
 			t.Fatalf("gateway holds %v NATS subscriptions, want %d", subs, devices/2+2)
 		}
+		if held := gwMetric(t, g, "herald_gateway_held_bytes"); held != 0 {
+			t.Fatalf("%v bytes of live messages still held with every device live", held)
+		}
 	}
 }
 

@@ -63,7 +63,7 @@ func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
 		c.mu.Lock()
 		if !c.closed && s.syncMax == 0 && !s.notify && s.sent >= latest && s.pendingMax <= s.sent {
 			s.syncing = false
-			s.held = nil
+			s.dropHeldLocked()
 			c.mu.Unlock()
 			return frame
 		}
@@ -148,7 +148,7 @@ func (gw *Gateway) runCatchup(s *sub, frame []byte) []byte {
 		done := end && s.pendingMax <= s.sent
 		if done {
 			s.syncing, s.syncMax = false, 0
-			s.held = nil
+			s.dropHeldLocked()
 		}
 		pageServed := serving && s.syncMax == 0 && !done
 		c.mu.Unlock()

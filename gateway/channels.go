@@ -142,9 +142,14 @@ type held struct {
 	frame     []byte
 }
 
-// maxHeld bounds the live messages a syncing sub keeps; past it, the
-// catch-up reads the rest from the store.
-const maxHeld = 64
+// maxHeld bounds the live messages a syncing sub keeps, and maxHeldBytes
+// what all subs of a gateway keep together (a broadcast burst while
+// thousands of devices sync must not hold a copy per device without
+// bound); past either, the catch-up reads the rest from the store.
+const (
+	maxHeld      = 64
+	maxHeldBytes = 32 << 20
+)
 
 // applyHeldLocked sends the held messages that continue from s.sent, in
 // order, and drops the rest (they are after a gap, or were sent). It
@@ -161,9 +166,23 @@ func (s *sub) applyHeldLocked() int {
 			n++
 		}
 	}
-	s.held = nil
+	s.dropHeldLocked()
 	s.c.gw.m.heldSent.Add(n)
 	return n
+}
+
+// dropHeldLocked forgets the held messages and returns their bytes to the
+// gateway's budget. c.mu must be held.
+func (s *sub) dropHeldLocked() {
+	if s.held == nil {
+		return
+	}
+	n := 0
+	for _, h := range *s.held {
+		n += len(h.frame)
+	}
+	s.c.gw.heldBytes.Add(-int64(n))
+	s.held = nil
 }
 
 // name is the channel name ("u.alice", "t.news", "b.all").
@@ -251,6 +270,11 @@ func (gw *Gateway) unregister(c *conn) {
 	sh.Unlock()
 	c.mu.Lock()
 	subs := c.subs
+	for _, s := range subs {
+		if s != nil {
+			s.dropHeldLocked()
+		}
+	}
 	c.mu.Unlock()
 	for _, s := range subs {
 		if s != nil {
@@ -399,11 +423,16 @@ func (s *sub) deliver(l *offline.Live, enc *frameCache) int {
 		if l.Seq > s.pendingMax {
 			s.pendingMax = l.Seq
 		}
-		if s.held == nil {
-			s.held = new([]held)
-		}
-		if !s.notify && len(*s.held) < maxHeld && len(l.Data) <= c.gw.cfg.InlineLimit {
-			*s.held = append(*s.held, held{seq: l.Seq, last: l.Last, frame: append([]byte(nil), enc.get(s.slot)...)})
+		if !s.notify && len(l.Data) <= c.gw.cfg.InlineLimit && (s.held == nil || len(*s.held) < maxHeld) {
+			frame := enc.get(s.slot)
+			if c.gw.heldBytes.Add(int64(len(frame))) <= maxHeldBytes {
+				if s.held == nil {
+					s.held = new([]held)
+				}
+				*s.held = append(*s.held, held{seq: l.Seq, last: l.Last, frame: append([]byte(nil), frame...)})
+			} else {
+				c.gw.heldBytes.Add(-int64(len(frame)))
+			}
 		}
 		c.mu.Unlock()
 		return deliverNothing

@@ -68,6 +68,7 @@ type Gateway struct {
 	flushNow chan struct{}
 
 	outPending atomic.Int64 // bytes queued for devices, all connections
+	heldBytes  atomic.Int64 // live frames held by syncing subs (maxHeldBytes)
 	storming   atomic.Bool  // the shared scanner is serving a storm
 	stopping   atomic.Bool
 	quit       chan struct{} // closed first by Stop: the accept loops leave

@@ -93,6 +93,7 @@ func newMetrics(gw *Gateway) *gwMetrics {
 	s.NewGauge(`herald_gateway_connections`, func() float64 { return float64(gw.conns.len()) })
 	s.NewGauge(`herald_gateway_nats_subscriptions`, func() float64 { return float64(gw.chans.len()) })
 	s.NewGauge(`herald_gateway_outbound_bytes_pending`, func() float64 { return float64(gw.outPending.Load()) })
+	s.NewGauge(`herald_gateway_held_bytes`, func() float64 { return float64(gw.heldBytes.Load()) })
 	return m
 }
 

@@ -176,7 +176,7 @@ func (gw *Gateway) sharedRound(group []*sub, first map[*sub]uint64, more bool, f
 		done := ok && s.pendingMax <= s.sent
 		if done {
 			s.syncing = false
-			s.held = nil
+			s.dropHeldLocked()
 		}
 		resume, left := s.resume, s.left
 		retry := !done && ok && more && s.sent > 0

@@ -105,6 +105,9 @@ func TestHeldMessages(t *testing.T) {
 		{seq: 15, last: 12, frame: frame(15)}, // continues from 12
 		{seq: 20, last: 17, frame: frame(20)}, // 17 is missing: a gap
 	}}
+	for _, hm := range *s.held {
+		h.gw.heldBytes.Add(int64(len(hm.frame)))
+	}
 	c.mu.Lock()
 	n := s.applyHeldLocked()
 	out := append([]byte(nil), c.out...)
@@ -116,6 +119,9 @@ func TestHeldMessages(t *testing.T) {
 	want := append(frame(12), frame(15)...)
 	if string(out) != string(want) {
 		t.Fatalf("queued %x, want %x", out, want)
+	}
+	if b := h.gw.heldBytes.Load(); b != 0 {
+		t.Fatalf("%d held bytes left in the budget", b)
 	}
 }
 

@@ -137,6 +137,7 @@ func (c *conn) handleUnsub(body []byte) bool {
 	}
 	c.subs[s.slot] = nil
 	s.left = true
+	s.dropHeldLocked()
 	key := s.cursorKey()
 	c.mu.Unlock()
 	c.gw.leave(s)
