@@ -308,6 +308,3 @@ func (s *Store) FetchUp(ctx context.Context, app string, after uint64, max int) 
 	}
 	return out, nil
 }
-
-// Conn is the store's NATS connection (for subscriptions of the roles).
-func (s *Store) Conn() *nats.Conn { return s.nc }
