@@ -35,25 +35,25 @@ type conn struct {
 	fd int // owned: accepted raw, closed by close()
 
 	mu       sync.Mutex
+	deadline int64  // unix seconds: see wheel
+	events   uint32 // pending events for the worker
+	hb       uint32 // heartbeat interval in seconds agreed with the device
 	state    uint8
 	closed   bool
-	queued   bool   // in gw.work or being processed
-	armed    bool   // epoll interest armed (EPOLLONESHOT not yet consumed)
-	blocked  bool   // the last write hit EAGAIN: wait for EPOLLOUT
-	liveMark bool   // on a live reader's list of connections to flush
-	events   uint32 // pending events for the worker
-	deadline int64  // unix seconds: see wheel
-	hb       uint32 // heartbeat interval in seconds agreed with the device
+	queued   bool  // in gw.work or being processed
+	armed    bool  // epoll interest armed (EPOLLONESHOT not yet consumed)
+	blocked  bool  // the last write hit EAGAIN: wait for EPOLLOUT
+	liveMark bool  // on a live reader's list of connections to flush
+	ws       bool  // WebSocket: frames travel in binary messages
+	appLen   uint8 // len(app): names are at most 128 bytes
+	userLen  uint8
+	outOff   int32 // bytes of out already written (out is bounded by max_out_bytes)
 
-	ws     bool       // WebSocket: frames travel in binary messages
-	rd     *readState // partial frames between reads; nil when none (worker-owned)
-	out    []byte     // pending output from outPool; nil when none
-	outOff int        // bytes of out already written
+	rd  *readState // partial frames between reads; nil when none (worker-owned)
+	out []byte     // pending output from outPool; nil when none
 
-	key     string // "<app>.<user>.<device>"
-	appLen  uint8  // len(app): names are at most 128 bytes
-	userLen uint8
-	subs    []*sub // index = slot
+	key  string // "<app>.<user>.<device>"
+	subs []*sub // index = slot
 }
 
 // readState holds partial frames carried from one read to the next. Only
@@ -276,7 +276,7 @@ func (c *conn) appendRawLocked(b []byte) {
 }
 
 // pendingLocked is the number of output bytes not yet written.
-func (c *conn) pendingLocked() int { return len(c.out) - c.outOff }
+func (c *conn) pendingLocked() int { return len(c.out) - int(c.outOff) }
 
 // flush writes pending output: one write for every frame queued so far
 // (frames queued while the device was busy are coalesced).
@@ -290,7 +290,7 @@ func (c *conn) flush() {
 		n, err := unix.Write(c.fd, c.out[c.outOff:])
 		c.gw.m.socketWrites.Inc()
 		if n > 0 {
-			c.outOff += n
+			c.outOff += int32(n)
 			c.gw.outPending.Add(-int64(n))
 		}
 		if err != nil {
