@@ -86,24 +86,11 @@ func RunBroadcast(cfg BroadcastConfig) (*BroadcastResult, error) {
 		channel = "t." + cfg.Topic
 		subs = 2
 	}
-	p := startPool(pc)
+	p, err := readyPool(pc, subs, cfg.API, cfg.Progress)
+	if err != nil {
+		return nil, err
+	}
 	defer p.stop()
-	if err := p.waitConnected(1, 3*time.Minute, func(k int) {
-		if cfg.Progress != nil {
-			fmt.Fprintf(cfg.Progress, "\rconnecting: %s %d/%d   ", bar(k, cfg.Devices, 30), k, cfg.Devices)
-		}
-	}); err != nil {
-		return nil, err
-	}
-	if cfg.Progress != nil {
-		fmt.Fprintln(cfg.Progress)
-	}
-	// A message stored before a device's channel start was resolved is not
-	// for it: wait for every SUBACK.
-	if err := p.waitSubscribed(subs, time.Minute); err != nil {
-		return nil, err
-	}
-	settle(cfg.API, 30*time.Second)
 
 	res := &BroadcastResult{Devices: cfg.Devices, Channel: channel}
 	start := time.Now()

@@ -167,6 +167,33 @@ func (p *pool) waitConnected(n int64, timeout time.Duration, progress func(int))
 	}
 }
 
+// readyPool starts the devices of pc and returns once every one is
+// connected, has its broadcast (and topic) channels announced (subs
+// SUBACKs), and the gateway behind api has settled: what a scenario then
+// measures is steady delivery, not the gateway finishing the devices'
+// start-up (a message stored before a device's channel start was resolved
+// is not for it).
+func readyPool(pc poolConfig, subs int64, api string, progress io.Writer) (*pool, error) {
+	p := startPool(pc)
+	err := p.waitConnected(1, 3*time.Minute, func(k int) {
+		if progress != nil {
+			fmt.Fprintf(progress, "\rconnecting: %s %d/%d   ", bar(k, pc.Devices, 30), k, pc.Devices)
+		}
+	})
+	if progress != nil {
+		fmt.Fprintln(progress)
+	}
+	if err == nil {
+		err = p.waitSubscribed(subs, time.Minute)
+	}
+	if err != nil {
+		p.stop()
+		return nil, err
+	}
+	settle(api, 30*time.Second)
+	return p, nil
+}
+
 // waitSubscribed waits until every device was told about n broadcast or
 // topic channels (SUBACK).
 func (p *pool) waitSubscribed(n int64, timeout time.Duration) error {

@@ -131,7 +131,7 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 	}
 	var rec *recorder
 	var recMu sync.RWMutex
-	p := startPool(poolConfig{Devices: cfg.Devices, Gateways: cfg.Gateways, Sources: cfg.Sources, App: cfg.App, Secret: cfg.Secret, Users: cfg.Users + "-",
+	p, err := readyPool(poolConfig{Devices: cfg.Devices, Gateways: cfg.Gateways, Sources: cfg.Sources, App: cfg.App, Secret: cfg.Secret, Users: cfg.Users + "-",
 		OnMsg: func(_ *device, m client.Message) {
 			recMu.RLock()
 			r := rec
@@ -139,25 +139,11 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 			if sent, ok := sentAt(m.Data); ok && r != nil {
 				r.record(sent, time.Now())
 			}
-		}})
+		}}, 1, cfg.API, cfg.Progress)
+	if err != nil {
+		return nil, err
+	}
 	defer p.stop()
-	if err := p.waitConnected(1, 2*time.Minute, func(k int) {
-		if cfg.Progress != nil {
-			fmt.Fprintf(cfg.Progress, "\rconnecting: %s %d/%d   ", bar(k, cfg.Devices, 30), k, cfg.Devices)
-		}
-	}); err != nil {
-		return nil, err
-	}
-	if cfg.Progress != nil {
-		fmt.Fprintln(cfg.Progress)
-	}
-	// Connected means CONNACK; the gateway then resolves each device's
-	// channels from the store (the SUBACK of the broadcast channel comes
-	// last). Measure steady delivery, not that start-up.
-	if err := p.waitSubscribed(1, time.Minute); err != nil {
-		return nil, err
-	}
-	settle(cfg.API, 30*time.Second)
 
 	res := &UnicastResult{Devices: cfg.Devices}
 	start := time.Now()

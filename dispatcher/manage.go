@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -218,17 +219,9 @@ func (ds *Dispatcher) messageStatus(rctx context.Context, ctx *fasthttp.RequestC
 		for dev, cur := range cursors {
 			st.Devices = append(st.Devices, deviceStatus{Device: dev, Cursor: cur, Acked: cur >= seq})
 		}
-		sortDevices(st.Devices)
+		slices.SortFunc(st.Devices, func(a, b deviceStatus) int { return strings.Compare(a.Device, b.Device) })
 	}
 	writeJSON(ctx, fasthttp.StatusOK, &st)
-}
-
-func sortDevices(d []deviceStatus) {
-	for i := 1; i < len(d); i++ {
-		for j := i; j > 0 && d[j].Device < d[j-1].Device; j-- {
-			d[j], d[j-1] = d[j-1], d[j]
-		}
-	}
 }
 
 // recall deletes a stored message; gateways send REVOKE to the devices that
@@ -348,7 +341,7 @@ func (ds *Dispatcher) upstream(ctx *fasthttp.RequestCtx, app *offline.App) {
 					s := string(m.Data)
 					resp.Messages[i].Data = &s
 				} else {
-					s := base64Std(m.Data)
+					s := base64.StdEncoding.EncodeToString(m.Data)
 					resp.Messages[i].DataBase64 = &s
 				}
 				resp.Last = m.Seq
@@ -365,5 +358,3 @@ func (ds *Dispatcher) upstream(ctx *fasthttp.RequestCtx, app *offline.App) {
 		}
 	}
 }
-
-func base64Std(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

@@ -67,14 +67,8 @@ type target struct{ user, topic, channel string }
 // handlePush stores a message for each target user and answers 200 only once
 // JetStream acknowledged every store.
 func (ds *Dispatcher) handlePush(ctx *fasthttp.RequestCtx, appName string) {
-	app, ok := ds.d.Apps.Get(appName)
-	if !config.ValidName(appName) || !ok {
-		writeError(ctx, fasthttp.StatusNotFound, "unknown_app", "no app named "+quote(appName))
-		return
-	}
-	if !authorized(ctx, app) {
-		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="herald"`)
-		writeError(ctx, fasthttp.StatusUnauthorized, "unauthorized", "missing or wrong publisher key")
+	app, ok := ds.authApp(ctx, appName)
+	if !ok {
 		return
 	}
 

@@ -104,9 +104,8 @@ func TestTopicAndBroadcastFanOutOverTwoGateways(t *testing.T) {
 
 	topicSeq := pushJSON(t, n, map[string]any{"topic": "news", "data": "extra! extra!"})
 	bcastSeq := pushJSON(t, n, map[string]any{"broadcast": true, "data": "to everyone"})
-	for i, c := range cols {
+	for _, c := range cols {
 		c.waitCount(t, 2, 30*time.Second)
-		_ = i
 	}
 	time.Sleep(300 * time.Millisecond) // room for a duplicate to show up
 	for i, c := range cols {

@@ -334,7 +334,10 @@ func (gw *Gateway) withBacklog(group []*sub) ([]*sub, map[*sub]uint64) {
 	// a dense range), scan without looking up: a channel with nothing new
 	// simply gets nothing.
 	skipLast := false
-	if lastStored, err := gw.store.StreamLastSeq(gw.ctx); err == nil {
+	ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
+	lastStored, err := gw.store.StreamLastSeq(ctx)
+	cancel()
+	if err == nil {
 		minFrom, keys := lastStored+1, map[string]bool{}
 		for _, s := range group {
 			s.c.mu.Lock()

@@ -60,14 +60,17 @@ func splitList(s string) []string {
 	return out
 }
 
-func parseFlags(fs *flag.FlagSet, args []string) error {
+// parseFlags parses args; stop says the command should return err now
+// (nil after -h, which printed the help; errUsage after a bad flag, which
+// the flag package printed).
+func parseFlags(fs *flag.FlagSet, args []string) (stop bool, err error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return flag.ErrHelp
+			return true, nil
 		}
-		return errUsage
+		return true, errUsage
 	}
-	return nil
+	return false, nil
 }
 
 func benchConnect(args []string, stdout, stderr io.Writer) error {
@@ -85,10 +88,7 @@ func benchConnect(args []string, stdout, stderr io.Writer) error {
 	ramp := fs.Duration("ramp-timeout", 5*time.Minute, "give up ramping after this long")
 	users := fs.String("users", "bench", "user name prefix")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file")
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
 	src, err := bench.ParseSources(*sources)
@@ -121,7 +121,7 @@ func benchConnectWorker(args []string, stdout, stderr io.Writer) error {
 	users := fs.String("users", "", "")
 	rate := fs.Int("rate", 0, "")
 	maxTime := fs.Duration("max-time", 10*time.Minute, "")
-	if err := parseFlags(fs, args); err != nil {
+	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
 	return bench.RunConnectWorker(bench.WorkerConfig{
@@ -139,10 +139,7 @@ func benchBaseline(args []string, stdout, stderr io.Writer) error {
 	app := fs.String("app", "demo", "app")
 	secret := fs.String("secret", "demo-secret", "the app's device secret")
 	maxTime := fs.Duration("max-time", 30*time.Minute, "stop by itself after this long")
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
 	return bench.RunBaseline(bench.BaselineConfig{Listen: *listen, MetricsListen: *metricsAddr, NATS: *natsURL, App: *app, Secret: *secret, MaxTime: *maxTime,
@@ -180,10 +177,7 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 	perRequest := fs.Int("per-request", 1, "users per publish request")
 	payload := fs.Int("payload", 100, "payload padding bytes after the timestamp")
 	plot := fs.String("plot", "", "write an SVG latency-over-time chart to this file")
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
 	src, err := bench.ParseSources(*lf.sources)
@@ -218,10 +212,7 @@ func benchStorm(args []string, stdout, stderr io.Writer) error {
 	publishers := fs.Int("publishers", 16, "concurrent publishing requests")
 	perRequest := fs.Int("per-request", 100, "users per publish request")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up waiting for recovery after this long")
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
 	src, err := bench.ParseSources(*lf.sources)
@@ -259,10 +250,7 @@ func benchBroadcast(args []string, stdout, stderr io.Writer) error {
 	timeout := fs.Duration("timeout", 2*time.Minute, "stop publishing and waiting after this long")
 	cpuProfile := fs.String("cpuprofile", "", "write the bench process's CPU profile to this file (where the load generator's time goes)")
 	plot := fs.String("plot", "", "write an SVG fan-out-latency-over-time chart to this file")
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
 	src, err := bench.ParseSources(*lf.sources)
