@@ -12,6 +12,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -42,9 +43,14 @@ var ErrStop = errors.New("client: stop")
 
 // Config configures a Client. Addr, App, Device, Token and Handler are required.
 type Config struct {
-	// Addr is the gateway's device address: host:port for TCP, or a
-	// ws:// URL for WebSocket (the same frames in binary messages).
+	// Addr is the gateway's device address: host:port for TCP,
+	// tls://host:port for TCP over TLS, or a ws:// or wss:// URL for
+	// WebSocket (the same frames in binary messages).
 	Addr string
+	// TLS configures TLS (tls:// and wss://; with a plain host:port it
+	// turns TLS on too). Default: the system's roots, the server name
+	// taken from Addr.
+	TLS *tls.Config
 	// App and Device identify the device; the token must be for them.
 	App, Device string
 	// Token returns a device token; it is called before every connection
@@ -263,6 +269,28 @@ type handlerError struct{ err error }
 
 func (h handlerError) Error() string { return h.err.Error() }
 
+// dialTCP dials the gateway's TCP address, over TLS when asked.
+func (c *Client) dialTCP(ctx context.Context) (net.Conn, error) {
+	addr, secure := strings.CutPrefix(c.cfg.Addr, "tls://")
+	nc, err := c.cfg.Dial(ctx, "tcp", addr)
+	if err != nil || (!secure && c.cfg.TLS == nil) {
+		return nc, err
+	}
+	cfg := &tls.Config{}
+	if c.cfg.TLS != nil {
+		cfg = c.cfg.TLS.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("client: tls: %w", err)
+	}
+	return tc, nil
+}
+
 // session runs one connection. connected reports whether it got a CONNACK.
 func (c *Client) session(ctx context.Context) (connected bool, err error) {
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
@@ -275,9 +303,9 @@ func (c *Client) session(ctx context.Context) (connected bool, err error) {
 	var r io.Reader
 	var w io.Writer
 	if isWebSocket(c.cfg.Addr) {
-		nc, r, w, err = dialWS(dctx, c.cfg.Addr, c.cfg.Dial)
+		nc, r, w, err = dialWS(dctx, c.cfg.Addr, c.cfg.Dial, c.cfg.TLS)
 	} else {
-		nc, err = c.cfg.Dial(dctx, "tcp", c.cfg.Addr)
+		nc, err = c.dialTCP(dctx)
 		r, w = nc, nc
 	}
 	if err != nil {

@@ -3,6 +3,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,8 +22,8 @@ func isWebSocket(addr string) bool {
 // dialWS opens a WebSocket to url and returns the connection with a reader
 // of the byte stream its binary messages carry, and a writer that sends each
 // Write as one binary message.
-func dialWS(ctx context.Context, url string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (net.Conn, io.Reader, io.Writer, error) {
-	d := ws.Dialer{NetDial: dial}
+func dialWS(ctx context.Context, url string, dial func(ctx context.Context, network, addr string) (net.Conn, error), tlsCfg *tls.Config) (net.Conn, io.Reader, io.Writer, error) {
+	d := ws.Dialer{NetDial: dial, TLSConfig: tlsCfg}
 	nc, br, _, err := d.Dial(ctx, url)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("client: websocket: %w", err)

@@ -77,7 +77,25 @@ type API struct {
 	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// PublishTimeout bounds waiting for the store's acknowledgements. Default 5s.
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	// AdminKeys are the Bearer keys of the admin API (/v1/admin/apps).
+	// Empty: the admin API is off (403). --dev adds DevAdminKey.
+	AdminKeys []string `yaml:"admin_keys"`
+	// PublishRate is the default publish rate of an app in messages per
+	// second (token bucket, per dispatcher process); an app may set its
+	// own. 0: unlimited. Default 0.
+	PublishRate float64 `yaml:"publish_rate"`
+	// TLS serves the HTTP API over HTTPS when a certificate is given.
+	TLS TLS `yaml:"tls"`
 }
+
+// TLS names a PEM certificate (chain) and its private key. Both empty: plain TCP.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Enabled reports whether a certificate is configured.
+func (t TLS) Enabled() bool { return t.Cert != "" || t.Key != "" }
 
 // Gateway configures the device gateway.
 type Gateway struct {
@@ -122,24 +140,81 @@ type Gateway struct {
 	// UserTimeout is TCP_USER_TIMEOUT: how long sent data may stay
 	// unacknowledged by the peer's kernel before the socket is dropped. Default 30s.
 	UserTimeout time.Duration `yaml:"user_timeout"`
+	// MaxFrameRate is how many frames a device may send per second (ACKs
+	// are not counted: they are cumulative and cost nothing when stale);
+	// above it the device gets ERROR rate_limited and is closed. Default 100.
+	MaxFrameRate int `yaml:"max_frame_rate"`
+	// MaxConnsPerIP bounds the connections (authenticated or not) from
+	// one source address; over it a new connection is refused at once.
+	// 0: unlimited (mobile carriers put many devices behind one address).
+	// Default 0.
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+	// TLS serves the device TCP and WebSocket (wss) listeners over TLS
+	// when a certificate is given.
+	TLS TLS `yaml:"tls"`
 }
 
-// App is an app seeded from configuration.
+// App is an app seeded from configuration: written to the apps bucket when
+// the bucket does not hold it yet; afterwards the admin API owns it.
 type App struct {
 	Name string `yaml:"name"`
 	// Keys are publisher keys (Bearer tokens for the HTTP API), kept hashed.
 	Keys []string `yaml:"keys"`
 	// Secrets are device-token HS256 secrets; several during a rotation.
 	Secrets []string `yaml:"secrets"`
-	// MaxPayload overrides api.max_payload for this app when > 0.
-	MaxPayload int `yaml:"max_payload"`
+	// Limits of the app; 0 means the process default.
+	Limits `yaml:",inline"`
+	// Origins, when not empty, are the Origin values a WebSocket device of
+	// this app must come from ("*" allows any).
+	Origins []string `yaml:"origins"`
 }
+
+// Limits are an app's limits. Zero values mean: the process default
+// (api.max_payload, api.publish_rate) or unlimited.
+type Limits struct {
+	// PublishRate is messages per second the app may publish (token
+	// bucket per dispatcher process). 0: api.publish_rate.
+	PublishRate float64 `yaml:"publish_rate" json:"publish_rate,omitempty"`
+	// PublishBurst is the bucket's size. 0: one second of PublishRate.
+	PublishBurst int `yaml:"publish_burst" json:"publish_burst,omitempty"`
+	// MaxPayload overrides api.max_payload for this app when > 0.
+	MaxPayload int `yaml:"max_payload" json:"max_payload,omitempty"`
+	// MaxTopics bounds the topics one device may hold (SUB over it:
+	// ERROR too_many_channels). 0: the connection's 254 topic slots.
+	MaxTopics int `yaml:"max_topics" json:"max_topics,omitempty"`
+	// MaxDevices bounds the devices of one user (a device counts once it
+	// acknowledged a message of its user channel). 0: unlimited.
+	MaxDevices int `yaml:"max_devices" json:"max_devices,omitempty"`
+}
+
+// Check returns the first invalid limit, naming its field under prefix.
+func (l Limits) Check(prefix string) error {
+	switch {
+	case l.PublishRate < 0:
+		return fieldErr(prefix+"publish_rate", "must be >= 0")
+	case l.PublishBurst < 0:
+		return fieldErr(prefix+"publish_burst", "must be >= 0")
+	case l.MaxPayload < 0:
+		return fieldErr(prefix+"max_payload", "must be >= 0")
+	case l.MaxTopics < 0 || l.MaxTopics > MaxTopicSlots:
+		return fieldErr(prefix+"max_topics", "must be within [0, %d]", MaxTopicSlots)
+	case l.MaxDevices < 0:
+		return fieldErr(prefix+"max_devices", "must be >= 0")
+	}
+	return nil
+}
+
+// MaxTopicSlots is how many topic channels one connection can hold in its
+// life (256 slots, two taken by the user and broadcast channels).
+const MaxTopicSlots = 254
 
 // Demo app credentials seeded by Dev.
 const (
 	DemoApp    = "demo"
 	DemoKey    = "demo-key"
 	DemoSecret = "demo-secret"
+	// DevAdminKey is the admin API key of --dev.
+	DevAdminKey = "dev-admin-key"
 )
 
 // Default returns the configuration with every default filled in.
@@ -176,6 +251,7 @@ func Default() Config {
 			NotifyBacklog:  1000,
 			InlineLimit:    16 << 10,
 			UserTimeout:    30 * time.Second,
+			MaxFrameRate:   100,
 		},
 	}
 }
@@ -272,6 +348,28 @@ func (c *Config) Validate() error {
 	if c.API.MaxPayload > c.API.MaxBody {
 		errs = append(errs, fieldErr("api.max_payload", "must not exceed api.max_body (%d)", c.API.MaxBody))
 	}
+	if c.Gateway.MaxFrameRate <= 0 || c.Gateway.MaxFrameRate > 65535 {
+		errs = append(errs, fieldErr("gateway.max_frame_rate", "must be within [1, 65535]"))
+	}
+	if c.Gateway.MaxConnsPerIP < 0 {
+		errs = append(errs, fieldErr("gateway.max_conns_per_ip", "must be >= 0"))
+	}
+	if c.API.PublishRate < 0 {
+		errs = append(errs, fieldErr("api.publish_rate", "must be >= 0"))
+	}
+	for _, t := range []struct {
+		field string
+		tls   TLS
+	}{{"api.tls", c.API.TLS}, {"gateway.tls", c.Gateway.TLS}} {
+		if t.tls.Enabled() && (t.tls.Cert == "" || t.tls.Key == "") {
+			errs = append(errs, fieldErr(t.field, "both cert and key are required"))
+		}
+	}
+	for i, k := range c.API.AdminKeys {
+		if len(k) < 8 {
+			errs = append(errs, fieldErr(fmt.Sprintf("api.admin_keys[%d]", i), "an admin key must be at least 8 characters"))
+		}
+	}
 	if c.Gateway.MaxFrame > 16<<20 {
 		errs = append(errs, fieldErr("gateway.max_frame", "must be <= 16 MiB"))
 	}
@@ -292,8 +390,10 @@ func (c *Config) Validate() error {
 			errs = append(errs, fieldErr(f+".keys", "at least one publisher key is required"))
 		case len(a.Secrets) == 0:
 			errs = append(errs, fieldErr(f+".secrets", "at least one device secret is required"))
-		case a.MaxPayload < 0:
-			errs = append(errs, fieldErr(f+".max_payload", "must be >= 0"))
+		default:
+			if err := a.Limits.Check(f + "."); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		seen[a.Name] = true
 	}

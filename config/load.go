@@ -19,7 +19,7 @@ type option struct {
 	key   string // the YAML key, used in errors
 	flag  string // the flag name, without dashes
 	usage string
-	ptr   any // *string, *int, *int64, *bool or *time.Duration
+	ptr   any // *string, *int, *int64, *float64, *bool or *time.Duration
 }
 
 func (o option) env() string {
@@ -35,6 +35,8 @@ func (o option) set(s string) error {
 		*p, err = strconv.Atoi(s)
 	case *int64:
 		*p, err = strconv.ParseInt(s, 10, 64)
+	case *float64:
+		*p, err = strconv.ParseFloat(s, 64)
 	case *bool:
 		*p, err = strconv.ParseBool(s)
 	case *time.Duration:
@@ -63,10 +65,17 @@ func (c *Config) options(role string) []option {
 		{"gateway.connect_timeout", "connect-timeout", "time allowed for CONNECT after accept", &c.Gateway.ConnectTimeout},
 		{"gateway.notify_backlog", "notify-backlog", "messages replayed inline per channel; more: NOTIFY, the device SYNCs", &c.Gateway.NotifyBacklog},
 		{"gateway.inline_limit", "inline-limit", "largest payload pushed inline; larger: NOTIFY, the device SYNCs", &c.Gateway.InlineLimit},
+		{"gateway.max_frame_rate", "max-frame-rate", "frames per second a device may send (ACKs not counted)", &c.Gateway.MaxFrameRate},
+		{"gateway.max_conns_per_ip", "max-conns-per-ip", "connections per source address (0: unlimited)", &c.Gateway.MaxConnsPerIP},
+		{"gateway.tls.cert", "tls-cert", "PEM certificate for the device listeners (TLS, wss)", &c.Gateway.TLS.Cert},
+		{"gateway.tls.key", "tls-key", "PEM private key for the device listeners", &c.Gateway.TLS.Key},
 	}
 	api := []option{
 		{"api.listen", "http", "HTTP API address", &c.API.Listen},
 		{"api.max_payload", "max-payload", "largest message payload in bytes", &c.API.MaxPayload},
+		{"api.publish_rate", "publish-rate", "default publish rate of an app, messages/s (0: unlimited)", &c.API.PublishRate},
+		{"api.tls.cert", "api-tls-cert", "PEM certificate for the HTTP API (HTTPS)", &c.API.TLS.Cert},
+		{"api.tls.key", "api-tls-key", "PEM private key for the HTTP API", &c.API.TLS.Key},
 	}
 	store := []option{
 		{"store.max_age", "max-age", "how long messages are kept", &c.Store.MaxAge},
@@ -183,6 +192,8 @@ func derefValue(p any) any {
 	case *int:
 		return *p
 	case *int64:
+		return *p
+	case *float64:
 		return *p
 	case *bool:
 		return *p

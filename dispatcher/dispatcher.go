@@ -6,11 +6,13 @@ package dispatcher
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +43,8 @@ type Dispatcher struct {
 	d        Deps
 	log      *slog.Logger
 	m        *dMetrics
+	limiter  *publishLimiter
+	admins   []string // SHA-256 hashes of the admin keys
 	srv      *fasthttp.Server
 	ln       net.Listener
 	ready    atomic.Bool
@@ -57,6 +61,10 @@ func New(cfg config.API, storeCfg config.Store, d Deps) *Dispatcher {
 	}
 	ds := &Dispatcher{cfg: cfg, storeCfg: storeCfg, d: d, log: d.Log.With("component", "dispatcher")}
 	ds.m = newMetrics()
+	ds.limiter = newPublishLimiter(cfg.PublishRate)
+	for _, k := range cfg.AdminKeys {
+		ds.admins = append(ds.admins, offline.HashKey(k))
+	}
 	ds.ctx, ds.cancel = context.WithCancel(context.Background())
 	ds.srv = &fasthttp.Server{
 		Handler:                       ds.route,
@@ -81,9 +89,20 @@ func (ds *Dispatcher) Addr() net.Addr { return ds.ln.Addr() }
 
 // Start opens the HTTP listener and serves in the background.
 func (ds *Dispatcher) Start() error {
+	var tlsCfg *tls.Config
+	if ds.cfg.TLS.Enabled() {
+		cert, err := tls.LoadX509KeyPair(ds.cfg.TLS.Cert, ds.cfg.TLS.Key)
+		if err != nil {
+			return fmt.Errorf("dispatcher: api.tls: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	ln, err := net.Listen("tcp", ds.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("dispatcher: cannot listen on %s: %w", ds.cfg.Listen, err)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	ds.ln = ln
 	ds.ready.Store(true)
@@ -94,7 +113,7 @@ func (ds *Dispatcher) Start() error {
 			ds.log.Error("http server stopped", "err", err)
 		}
 	}()
-	ds.log.Info("http api listening", "addr", ln.Addr().String())
+	ds.log.Info("http api listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
 	return nil
 }
 
@@ -150,8 +169,10 @@ func (ds *Dispatcher) route(ctx *fasthttp.RequestCtx) {
 			ds.handlePush(ctx, app)
 		case ok:
 			route = ds.routeApp(ctx, app, rest)
+		case strings.HasPrefix(path, "/v1/admin/"):
+			route = ds.routeAdmin(ctx, path)
 		default:
-			writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such endpoint: "+path)
+			writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such endpoint: "+quote(path))
 		}
 	}
 	ds.m.observe(route, ctx.Response.StatusCode(), start)

@@ -10,12 +10,14 @@ import (
 
 // dMetrics are the dispatcher's metrics, in its own Set.
 type dMetrics struct {
-	set       *metrics.Set
-	published *metrics.Counter
-	dups      *metrics.Counter
-	storeErr  *metrics.Counter
-	scheduled *metrics.Counter
-	recalled  *metrics.Counter
+	set          *metrics.Set
+	published    *metrics.Counter
+	dups         *metrics.Counter
+	storeErr     *metrics.Counter
+	scheduled    *metrics.Counter
+	recalled     *metrics.Counter
+	rateLimited  *metrics.Counter
+	adminChanges *metrics.Counter
 
 	mu       sync.RWMutex
 	requests map[routeStatus]*metrics.Counter
@@ -25,14 +27,16 @@ type dMetrics struct {
 func newMetrics() *dMetrics {
 	s := metrics.NewSet()
 	m := &dMetrics{
-		set:       s,
-		published: s.NewCounter(`herald_dispatcher_messages_stored_total`),
-		dups:      s.NewCounter(`herald_dispatcher_messages_duplicate_total`),
-		storeErr:  s.NewCounter(`herald_dispatcher_errors_total{kind="store"}`),
-		scheduled: s.NewCounter(`herald_dispatcher_messages_scheduled_total`),
-		recalled:  s.NewCounter(`herald_dispatcher_messages_recalled_total`),
-		requests:  map[routeStatus]*metrics.Counter{},
-		latency:   map[string]*metrics.Histogram{},
+		set:          s,
+		published:    s.NewCounter(`herald_dispatcher_messages_stored_total`),
+		dups:         s.NewCounter(`herald_dispatcher_messages_duplicate_total`),
+		storeErr:     s.NewCounter(`herald_dispatcher_errors_total{kind="store"}`),
+		scheduled:    s.NewCounter(`herald_dispatcher_messages_scheduled_total`),
+		recalled:     s.NewCounter(`herald_dispatcher_messages_recalled_total`),
+		rateLimited:  s.NewCounter(`herald_dispatcher_limited_total{limit="publish_rate"}`),
+		adminChanges: s.NewCounter(`herald_dispatcher_admin_changes_total`),
+		requests:     map[routeStatus]*metrics.Counter{},
+		latency:      map[string]*metrics.Histogram{},
 	}
 	s.NewGauge(`herald_up{component="dispatcher"}`, func() float64 { return 1 })
 	return m

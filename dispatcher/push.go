@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -72,51 +73,24 @@ func (ds *Dispatcher) handlePush(ctx *fasthttp.RequestCtx, appName string) {
 		return
 	}
 
-	var req pushRequest
-	dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(ctx, fasthttp.StatusBadRequest, "bad_json", "request body is not valid JSON for a push: "+jsonProblem(err))
+	limit := ds.cfg.MaxPayload
+	if app.MaxPayload > 0 {
+		limit = app.MaxPayload
+	}
+	p, perr := parsePush(ctx.PostBody(), limit, ds.storeCfg.MaxAge, time.Now())
+	if perr != nil {
+		writeError(ctx, perr.status, perr.code, perr.msg)
 		return
 	}
-	if dec.More() {
-		writeError(ctx, fasthttp.StatusBadRequest, "bad_json", "request body holds more than one JSON value")
+	req, payload, targets, ttl := &p.req, p.payload, p.targets, p.ttl
+	if wait := ds.limiter.take(app, len(targets), time.Now()); wait > 0 {
+		ds.m.rateLimited.Inc()
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		writeError(ctx, fasthttp.StatusTooManyRequests, "rate_limited", fmt.Sprintf("app %s is over its publish rate; retry in %v", app.Name, wait.Round(time.Millisecond)))
 		return
 	}
-
-	payload, status, code, msg := ds.payload(&req, app)
-	if status != 0 {
-		writeError(ctx, status, code, msg)
-		return
-	}
-	targets, code, msg := pushTargets(&req)
-	if code != "" {
-		writeError(ctx, fasthttp.StatusBadRequest, code, msg)
-		return
-	}
-	if req.ID != "" && !config.ValidID(req.ID) {
-		writeError(ctx, fasthttp.StatusBadRequest, "invalid_id", fmt.Sprintf("id must be 1-%d printable ASCII characters without spaces", MaxIDLen))
-		return
-	}
-	var ttl time.Duration
-	if req.TTL != "" {
-		d, err := time.ParseDuration(req.TTL)
-		if err != nil || d < MinTTL || d > ds.storeCfg.MaxAge {
-			writeError(ctx, fasthttp.StatusBadRequest, "invalid_ttl", fmt.Sprintf("ttl must be a duration such as \"1h\" between %v and %v", MinTTL, ds.storeCfg.MaxAge))
-			return
-		}
-		ttl = d.Truncate(time.Second)
-	}
-	if req.At != "" {
-		at, err := time.Parse(time.RFC3339, req.At)
-		now := time.Now()
-		if err != nil || !at.After(now) || at.After(now.Add(ds.storeCfg.MaxAge)) {
-			writeError(ctx, fasthttp.StatusBadRequest, "invalid_at",
-				fmt.Sprintf("at must be an RFC 3339 time such as %q, in the future and within store.max_age (%v)",
-					now.Add(time.Hour).UTC().Format(time.RFC3339), ds.storeCfg.MaxAge))
-			return
-		}
-		ds.schedule(ctx, app, &req, targets, at, ttl, payload)
+	if !p.at.IsZero() {
+		ds.schedule(ctx, app, req, targets, p.at, ttl, payload)
 		return
 	}
 
@@ -151,40 +125,102 @@ func (ds *Dispatcher) handlePush(ctx *fasthttp.RequestCtx, appName string) {
 	writeJSON(ctx, fasthttp.StatusOK, &resp)
 }
 
+// parsedPush is a validated push request.
+type parsedPush struct {
+	req     pushRequest
+	payload []byte
+	targets []target
+	ttl     time.Duration
+	at      time.Time // zero: store now
+}
+
+// pushError is why a push body is refused.
+type pushError struct {
+	status    int
+	code, msg string
+}
+
+func badPush(code, msg string) *pushError {
+	return &pushError{status: fasthttp.StatusBadRequest, code: code, msg: msg}
+}
+
+// parsePush decodes and validates a push body: strict JSON, one target
+// kind, names that are valid subject tokens, the payload within maxPayload,
+// ttl and at within maxAge of now. It touches nothing else (FuzzParsePush).
+func parsePush(body []byte, maxPayload int, maxAge time.Duration, now time.Time) (*parsedPush, *pushError) {
+	p := &parsedPush{}
+	if err := decodeStrict(body, &p.req); err != nil {
+		return nil, badPush("bad_json", "request body is not valid JSON for a push: "+err.Error())
+	}
+	req := &p.req
+	var perr *pushError
+	if p.payload, perr = checkPayload(req, maxPayload); perr != nil {
+		return nil, perr
+	}
+	targets, code, msg := pushTargets(req)
+	if code != "" {
+		return nil, badPush(code, msg)
+	}
+	p.targets = targets
+	if req.ID != "" && !config.ValidID(req.ID) {
+		return nil, badPush("invalid_id", fmt.Sprintf("id must be 1-%d printable ASCII characters without spaces", MaxIDLen))
+	}
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d < MinTTL || d > maxAge {
+			return nil, badPush("invalid_ttl", fmt.Sprintf("ttl must be a duration such as \"1h\" between %v and %v", MinTTL, maxAge))
+		}
+		p.ttl = d.Truncate(time.Second)
+	}
+	if req.At != "" {
+		at, err := time.Parse(time.RFC3339, req.At)
+		if err != nil || !at.After(now) || at.After(now.Add(maxAge)) {
+			return nil, badPush("invalid_at",
+				fmt.Sprintf("at must be an RFC 3339 time such as %q, in the future and within store.max_age (%v)",
+					now.Add(time.Hour).UTC().Format(time.RFC3339), maxAge))
+		}
+		p.at = at
+	}
+	return p, nil
+}
+
 // authorized checks "Authorization: Bearer <key>" against the app's keys.
 func authorized(ctx *fasthttp.RequestCtx, app *offline.App) bool {
+	key, ok := bearer(ctx)
+	return ok && app.CheckKey(key)
+}
+
+// bearer is the key of "Authorization: Bearer <key>".
+func bearer(ctx *fasthttp.RequestCtx) (string, bool) {
 	h := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
 	const prefix = "Bearer "
 	if len(h) <= len(prefix) || !bytes.EqualFold(h[:len(prefix)], []byte(prefix)) {
-		return false
+		return "", false
 	}
-	return app.CheckKey(string(bytes.TrimSpace(h[len(prefix):])))
+	return string(bytes.TrimSpace(h[len(prefix):])), true
 }
 
-// payload decodes data or data_base64 and checks the app's size limit.
-func (ds *Dispatcher) payload(req *pushRequest, app *offline.App) (b []byte, status int, code, msg string) {
+// checkPayload decodes data or data_base64 and checks the size limit.
+func checkPayload(req *pushRequest, limit int) ([]byte, *pushError) {
+	var b []byte
 	switch {
 	case req.Data != nil && req.DataBase64 != nil:
-		return nil, fasthttp.StatusBadRequest, "invalid_data", "give either data or data_base64, not both"
+		return nil, badPush("invalid_data", "give either data or data_base64, not both")
 	case req.Data == nil && req.DataBase64 == nil:
-		return nil, fasthttp.StatusBadRequest, "invalid_data", "data or data_base64 is required"
+		return nil, badPush("invalid_data", "data or data_base64 is required")
 	case req.Data != nil:
 		b = []byte(*req.Data)
 	default:
 		var err error
 		b, err = base64.StdEncoding.DecodeString(*req.DataBase64)
 		if err != nil {
-			return nil, fasthttp.StatusBadRequest, "invalid_data", "data_base64 is not valid standard base64"
+			return nil, badPush("invalid_data", "data_base64 is not valid standard base64")
 		}
 	}
-	limit := ds.cfg.MaxPayload
-	if app.MaxPayload > 0 {
-		limit = app.MaxPayload
-	}
 	if len(b) > limit {
-		return nil, fasthttp.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("payload is %d bytes; the limit is %d", len(b), limit)
+		return nil, &pushError{status: fasthttp.StatusRequestEntityTooLarge, code: "payload_too_large", msg: fmt.Sprintf("payload is %d bytes; the limit is %d", len(b), limit)}
 	}
-	return b, 0, "", ""
+	return b, nil
 }
 
 // schedule stores the push as one JetStream message schedule per target:

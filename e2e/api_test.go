@@ -16,7 +16,7 @@ import (
 func TestPushAPIErrors(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.API.MaxBody = 64 << 10
-	cfg.Apps = []config.App{{Name: "other", Keys: []string{"other-key"}, Secrets: []string{"s"}, MaxPayload: 10}}
+	cfg.Apps = []config.App{{Name: "other", Keys: []string{"other-key"}, Secrets: []string{"s"}, Limits: config.Limits{MaxPayload: 10}}}
 	n := startNode(t, cfg)
 	api := apiURL(n)
 	f := func(name, app, key, body string, status int, code string) {

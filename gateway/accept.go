@@ -83,6 +83,12 @@ func (gw *Gateway) acceptAll(lfd int, ws bool) error {
 		fd, _, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		switch {
 		case err == nil:
+			if gw.ips != nil && !gw.ips.acquireFD(fd) {
+				gw.m.ipRefused.Inc()
+				_, _ = unix.Write(fd, refusal(ws))
+				unix.Close(fd)
+				continue
+			}
 			gw.register(fd, ws)
 		case errors.Is(err, unix.EAGAIN):
 			return nil
@@ -97,6 +103,7 @@ func (gw *Gateway) acceptAll(lfd int, ws bool) error {
 // has ConnectTimeout to send CONNECT (WebSocket: to finish the upgrade too).
 func (gw *Gateway) register(fd int, ws bool) {
 	if gw.stopping.Load() {
+		gw.releaseIP(fd)
 		unix.Close(fd)
 		return
 	}
@@ -117,7 +124,15 @@ func (gw *Gateway) register(fd int, ws bool) {
 		c.mu.Lock()
 		c.closed = true
 		c.mu.Unlock()
+		gw.releaseIP(fd)
 		unix.Close(fd)
 		gw.log.Warn("cannot register connection with epoll", "err", err)
+	}
+}
+
+// releaseIP uncounts a raw socket before its fd is closed.
+func (gw *Gateway) releaseIP(fd int) {
+	if gw.ips != nil {
+		gw.ips.releaseFD(fd)
 	}
 }

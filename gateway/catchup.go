@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"herald/offline"
@@ -206,6 +207,10 @@ func (gw *Gateway) prepare(s *sub) bool {
 	need, topics := s.needCursor, s.loadTopics
 	s.loadTopics = false
 	c.mu.Unlock()
+	// loadTopics is set on the user channel's sub at CONNECT only.
+	if topics && !gw.deviceAllowed(c) {
+		return false
+	}
 	if topics {
 		a, ok := gw.apps.Get(c.app())
 		topics = ok && a.ServerTopics
@@ -214,6 +219,32 @@ func (gw *Gateway) prepare(s *sub) bool {
 		return false
 	}
 	return !need || gw.resolveCursor(s)
+}
+
+// deviceAllowed enforces the app's max_devices when the user channel is
+// first prepared: a device the user already has (it holds a cursor on the
+// user channel) is always let in; a new one only while the user has fewer
+// than max_devices. It returns false when the connection was failed.
+func (gw *Gateway) deviceAllowed(c *conn) bool {
+	a, ok := gw.apps.Get(c.app())
+	if !ok || a.MaxDevices <= 0 {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(gw.ctx, 10*time.Second)
+	defer cancel()
+	user := c.user()
+	devices, err := gw.store.Devices(ctx, c.app(), user, offline.UserChannel(user))
+	if err != nil {
+		gw.m.storeErrors.Inc()
+		c.fail(wire.CodeStoreUnavailable, "cursor store unavailable: reconnect later")
+		return false
+	}
+	if slices.Contains(devices, c.device()) || len(devices) < a.MaxDevices {
+		return true
+	}
+	gw.m.deviceLimit.Inc()
+	c.fail(wire.CodeTooManyDevices, "the user has the app's maximum number of devices")
+	return false
 }
 
 // resolveCursor reads the server cursor of a device that sent none. Without

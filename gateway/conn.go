@@ -47,7 +47,9 @@ type conn struct {
 	ws       bool  // WebSocket: frames travel in binary messages
 	appLen   uint8 // len(app): names are at most 128 bytes
 	userLen  uint8
-	outOff   int32 // bytes of out already written (out is bounded by max_out_bytes)
+	rateWin  uint8  // low byte of the second rateN counts in
+	rateN    uint16 // frames (not ACKs) received in that second
+	outOff   int32  // bytes of out already written (out is bounded by max_out_bytes)
 
 	rd  *readState // partial frames between reads; nil when none (worker-owned)
 	out []byte     // pending output from outPool; nil when none
@@ -438,6 +440,7 @@ func (c *conn) close(code wire.Code) {
 	// Deregister before closing so the fd number cannot be reused while
 	// still registered.
 	_ = c.gw.ep.Del(c.fd)
+	c.gw.releaseIP(c.fd)
 	_ = unix.Close(c.fd)
 	c.gw.pending.Delete(c)
 	if wasReady {

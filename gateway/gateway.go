@@ -15,6 +15,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,7 +62,9 @@ type Gateway struct {
 
 	chans   *shardedMap[*channel] // "<app>.<channel>" → channel
 	conns   *shardedMap[*conn]    // "<app>.<user>.<device>" → its connection
-	pending sync.Map              // *conn → struct{}: accepted, CONNECT not yet done
+	pending sync.Map              // *conn → its WebSocket Origin or struct{}: accepted, CONNECT not yet done
+	ips     *ipLimiter            // nil: no per-address limit
+	tls     *tls.Config           // nil: plain TCP
 
 	dirtyMu  sync.Mutex
 	dirty    []*sub // subs whose acked cursor is ahead of KV
@@ -73,6 +76,7 @@ type Gateway struct {
 	stopping   atomic.Bool
 	quit       chan struct{} // closed first by Stop: the accept loops leave
 	acceptWG   sync.WaitGroup
+	bridges    sync.WaitGroup // TLS connections (tls.go)
 	ctx        context.Context
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -98,6 +102,7 @@ func New(cfg config.Gateway, d Deps) *Gateway {
 		conns:    newShardedMap[*conn](),
 		flushNow: make(chan struct{}, 1),
 		quit:     make(chan struct{}),
+		ips:      newIPLimiter(cfg.MaxConnsPerIP),
 	}
 	for i := 0; i < liveShards; i++ {
 		gw.live = append(gw.live, make(chan *nats.Msg, 1<<16))
@@ -129,6 +134,13 @@ func (gw *Gateway) Connections() int { return gw.conns.len() }
 // the timing wheel and the cursor flusher — a fixed number, whatever the
 // number of connections.
 func (gw *Gateway) Start() error {
+	if gw.cfg.TLS.Enabled() {
+		cert, err := tls.LoadX509KeyPair(gw.cfg.TLS.Cert, gw.cfg.TLS.Key)
+		if err != nil {
+			return fmt.Errorf("gateway: gateway.tls: %w", err)
+		}
+		gw.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	ln, err := listen(gw.cfg.Listen, gw.cfg.ReusePort)
 	if err != nil {
 		return fmt.Errorf("gateway: cannot listen on %s: %w", gw.cfg.Listen, err)
@@ -168,14 +180,18 @@ func (gw *Gateway) Start() error {
 	}
 	gw.spawn(gw.cursorFlusher)
 	gw.spawn(gw.upAcker)
+	accept := gw.acceptLoop
+	if gw.tls != nil {
+		accept = gw.acceptTLS
+	}
 	gw.acceptWG.Add(1)
-	go func() { defer gw.acceptWG.Done(); gw.acceptLoop(ln, false) }()
+	go func() { defer gw.acceptWG.Done(); accept(ln, false) }()
 	if wsln != nil {
 		gw.acceptWG.Add(1)
-		go func() { defer gw.acceptWG.Done(); gw.acceptLoop(wsln, true) }()
-		gw.log.Info("gateway listening for WebSocket", "addr", wsln.Addr().String())
+		go func() { defer gw.acceptWG.Done(); accept(wsln, true) }()
+		gw.log.Info("gateway listening for WebSocket", "addr", wsln.Addr().String(), "tls", gw.tls != nil)
 	}
-	gw.log.Info("gateway listening", "addr", ln.Addr().String())
+	gw.log.Info("gateway listening", "addr", ln.Addr().String(), "tls", gw.tls != nil)
 	return nil
 }
 
@@ -286,6 +302,7 @@ func (gw *Gateway) Stop() {
 		ch <- nil
 	}
 	gw.wheel.close()
+	gw.bridges.Wait() // their sockets were closed above: the copies end
 	gw.ep.Close()
 	gw.wg.Wait()
 	gw.log.Info("gateway stopped")

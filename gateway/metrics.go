@@ -43,6 +43,11 @@ type gwMetrics struct {
 	catchupResume  *metrics.Counter
 	catchupResync  *metrics.Counter
 	heldSent       *metrics.Counter
+	rateLimited    *metrics.Counter
+	ipRefused      *metrics.Counter
+	topicLimit     *metrics.Counter
+	deviceLimit    *metrics.Counter
+	tlsFailures    *metrics.Counter
 }
 
 func newMetrics(gw *Gateway) *gwMetrics {
@@ -77,6 +82,11 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		catchupResume:  s.NewCounter(`herald_gateway_catchups_started_total{cause="resume"}`),
 		catchupResync:  s.NewCounter(`herald_gateway_catchups_started_total{cause="resync"}`),
 		heldSent:       s.NewCounter(`herald_gateway_held_messages_sent_total`),
+		rateLimited:    s.NewCounter(`herald_gateway_limited_total{limit="frame_rate"}`),
+		ipRefused:      s.NewCounter(`herald_gateway_limited_total{limit="conns_per_ip"}`),
+		topicLimit:     s.NewCounter(`herald_gateway_limited_total{limit="max_topics"}`),
+		deviceLimit:    s.NewCounter(`herald_gateway_limited_total{limit="max_devices"}`),
+		tlsFailures:    s.NewCounter(`herald_gateway_errors_total{kind="tls_handshake"}`),
 	}
 	for _, c := range wire.Codes() {
 		m.disconnects[c] = s.NewCounter(fmt.Sprintf(`herald_gateway_disconnects_total{reason=%q}`, c.String()))

@@ -17,7 +17,23 @@ func (c *conn) handleFrame(t wire.Type, body []byte) bool {
 	c.mu.Lock()
 	state := c.state
 	c.touchLocked()
+	limited := false
+	if t != wire.TypeAck {
+		// A fixed one-second window: two bytes per connection.
+		if now := uint8(c.gw.wheel.Now()); now != c.rateWin {
+			c.rateWin, c.rateN = now, 0
+		}
+		if c.rateN < 0xffff {
+			c.rateN++
+		}
+		limited = int(c.rateN) > c.gw.cfg.MaxFrameRate
+	}
 	c.mu.Unlock()
+	if limited {
+		c.gw.m.rateLimited.Inc()
+		c.fail(wire.CodeRateLimited, "too many frames per second")
+		return false
+	}
 	switch {
 	case state == stateConnecting && t == wire.TypeConnect:
 		return c.handleConnect(body)
@@ -99,13 +115,20 @@ func (c *conn) handleConnect(body []byte) bool {
 		c.fail(wire.CodeUnknownApp, "unknown app")
 		return false
 	}
-	user, err := token.Verify(f.Token, app, device, a.SecretBytes())
+	user, err := token.Verify(f.Token, app, device, a.SecretBytes(time.Now()))
 	if err == nil && !config.ValidName(user) {
 		err = token.ErrInvalid
 	}
 	if err != nil {
 		c.fail(authCode(err), err.Error())
 		return false
+	}
+	if c.ws && len(a.Origins) > 0 {
+		origin, _ := gw.pending.Load(c)
+		if s, _ := origin.(string); !a.OriginAllowed(s) {
+			c.fail(wire.CodeOriginNotAllowed, "origin not allowed for this app")
+			return false
+		}
 	}
 
 	// Channels: the user's (slot 0), the app's broadcast (slot 1), then

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"herald/offline"
@@ -34,6 +35,20 @@ func (c *conn) addSub(s *sub, channel string) (wire.Code, *sub) {
 	s.slot = uint32(len(c.subs))
 	c.subs = append(c.subs, s)
 	return 0, nil
+}
+
+// topicCount is how many topics c holds, not counting channel (a SUB of a
+// topic already held adds nothing).
+func (c *conn) topicCount(channel string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, s := range c.subs[min(len(c.subs), 2):] {
+		if s != nil && s.ch != nil && s.name() != channel {
+			n++
+		}
+	}
+	return n
 }
 
 // subByName finds the live sub of c for a channel name; c.mu must be held.
@@ -98,6 +113,11 @@ func (c *conn) handleSub(body []byte) bool {
 		c.gw.m.subRefused.Inc()
 		c.send((&wire.SubAck{Channel: f.Channel, Code: wire.CodeBadChannel}).Append(buf[:0]), wire.TypeSubAck)
 		return true
+	}
+	if a, ok := c.gw.apps.Get(c.app()); ok && a.MaxTopics > 0 && c.topicCount(name) >= a.MaxTopics {
+		c.gw.m.topicLimit.Inc()
+		c.fail(wire.CodeTooManyChannels, "the app allows "+strconv.Itoa(a.MaxTopics)+" topics per device")
+		return false
 	}
 	code, slot, existed := c.gw.subscribe(c, name, f.Seq, f.Seq > 0)
 	switch {

@@ -56,14 +56,17 @@ func (c *conn) handleUpgrade(data []byte) bool {
 	req, rest := rd.in[:end+4], rd.in[end+4:]
 	gw := c.gw
 	originSeen := false
+	var origin string
 	u := ws.Upgrader{
 		ReadBufferSize: maxUpgradeRequest,
 		OnHeader: func(key, value []byte) error {
-			if len(gw.cfg.WSOrigins) == 0 || !bytes.EqualFold(key, []byte("Origin")) {
+			if !bytes.EqualFold(key, []byte("Origin")) {
 				return nil
 			}
 			originSeen = true
-			if !gw.originAllowed(value) {
+			// Kept until CONNECT names the app, whose origins are checked then.
+			origin = string(value)
+			if len(gw.cfg.WSOrigins) > 0 && !gw.originAllowed(value) {
 				return errWSOrigin
 			}
 			return nil
@@ -85,6 +88,9 @@ func (c *conn) handleUpgrade(data []byte) bool {
 	c.appendRawLocked(rw.w.Bytes())
 	if err == nil {
 		c.state = stateConnecting
+		if originSeen {
+			gw.pending.Store(c, origin)
+		}
 	}
 	c.mu.Unlock()
 	c.flush()

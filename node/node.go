@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -117,7 +118,11 @@ func Start(cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error
 			g := n.Gateway
 			extra = func(w io.Writer) { g.Metrics().WritePrometheus(w) }
 		}
-		n.Dispatcher = dispatcher.New(cfg.API, cfg.Store, dispatcher.Deps{NC: n.NC, Store: n.Store, Apps: n.Apps, Log: log, WriteMetrics: extra})
+		api := cfg.API
+		if cfg.Dev {
+			api.AdminKeys = append(slices.Clip(api.AdminKeys), config.DevAdminKey)
+		}
+		n.Dispatcher = dispatcher.New(api, cfg.Store, dispatcher.Deps{NC: n.NC, Store: n.Store, Apps: n.Apps, Log: log, WriteMetrics: extra})
 		if err := n.Dispatcher.Start(); err != nil {
 			n.Dispatcher = nil
 			return n, err
@@ -126,19 +131,25 @@ func Start(cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error
 	return n, nil
 }
 
-// seedApps writes the configured apps (and demo with Dev) to the apps bucket.
+// seedApps writes the configured apps (and demo with Dev) to the apps
+// bucket, each only if the bucket does not hold it yet: once written, the
+// admin API owns an app, and a restart must not undo a key rotation.
 func (n *Node) seedApps(ctx context.Context) error {
 	apps := n.cfg.Apps
 	if n.cfg.Dev {
 		apps = append(apps, config.App{Name: config.DemoApp, Keys: []string{config.DemoKey}, Secrets: []string{config.DemoSecret}})
 	}
 	for _, a := range apps {
-		rec := offline.App{Name: a.Name, Secrets: a.Secrets, MaxPayload: a.MaxPayload}
+		rec := offline.App{Name: a.Name, Secrets: a.Secrets, Limits: a.Limits, Origins: a.Origins}
 		for _, k := range a.Keys {
 			rec.KeyHashes = append(rec.KeyHashes, offline.HashKey(k))
 		}
-		if err := n.Store.PutApp(ctx, rec); err != nil {
+		wrote, err := n.Store.SeedApp(ctx, rec)
+		if err != nil {
 			return err
+		}
+		if !wrote {
+			n.log.Debug("app already in the apps bucket; seed not applied", "app", a.Name)
 		}
 	}
 	return nil

@@ -9,22 +9,63 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"herald/config"
 )
 
 // App is an app as stored in the apps bucket. Publisher keys are kept only
 // as SHA-256 hashes; device secrets are kept as given (HS256 needs them).
 type App struct {
-	Name       string   `json:"name"`
-	KeyHashes  []string `json:"key_hashes"`
-	Secrets    []string `json:"secrets"`
-	MaxPayload int      `json:"max_payload,omitempty"`
+	Name      string   `json:"name"`
+	KeyHashes []string `json:"key_hashes"`
+	// Secrets are the device-token secrets tokens are signed with now.
+	Secrets []string `json:"secrets"`
+	// Retiring are secrets replaced by a rotation, still accepted until
+	// their time: devices with old tokens keep connecting meanwhile.
+	Retiring []RetiringSecret `json:"retiring,omitempty"`
+	config.Limits
+	// Origins, when not empty, are the Origin values a WebSocket device
+	// of the app must come from ("*" allows any).
+	Origins []string `json:"origins,omitempty"`
 	// ServerTopics is set once the API subscribed any user of the app to
 	// a topic: only then do gateways read a user's topics at CONNECT (a
 	// KV read per connection that apps without server-side topics skip).
 	ServerTopics bool `json:"server_topics,omitempty"`
+}
+
+// RetiringSecret is a rotated-out device secret and when it stops working.
+type RetiringSecret struct {
+	Secret string    `json:"secret"`
+	Until  time.Time `json:"until"`
+}
+
+// KeyID names a publisher key without revealing it: the first 12 hex
+// digits of its hash.
+func KeyID(hash string) string {
+	if len(hash) < 12 {
+		return hash
+	}
+	return hash[:12]
+}
+
+// OriginAllowed reports whether a WebSocket device of the app may come
+// from origin (always, when the app lists none).
+func (a *App) OriginAllowed(origin string) bool {
+	if len(a.Origins) == 0 {
+		return true
+	}
+	for _, o := range a.Origins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
 }
 
 // HashKey is the stored form of a publisher key.
@@ -43,13 +84,97 @@ func (a *App) CheckKey(key string) bool {
 	return ok == 1
 }
 
-// SecretBytes returns the device secrets as byte slices for token.Verify.
-func (a *App) SecretBytes() [][]byte {
-	out := make([][]byte, len(a.Secrets))
-	for i, s := range a.Secrets {
-		out[i] = []byte(s)
+// SecretBytes returns the device secrets accepted at now, as byte slices
+// for token.Verify: the current ones, then those still in their grace period.
+func (a *App) SecretBytes(now time.Time) [][]byte {
+	out := make([][]byte, 0, len(a.Secrets)+len(a.Retiring))
+	for _, s := range a.Secrets {
+		out = append(out, []byte(s))
+	}
+	for _, r := range a.Retiring {
+		if now.Before(r.Until) {
+			out = append(out, []byte(r.Secret))
+		}
 	}
 	return out
+}
+
+// ErrAppExists is returned by CreateApp for a name already taken.
+var ErrAppExists = errors.New("offline: app exists")
+
+// ErrNoApp is returned for an app the bucket does not hold.
+var ErrNoApp = errors.New("offline: no such app")
+
+// CreateApp writes a new app; ErrAppExists if the name is taken.
+func (s *Store) CreateApp(ctx context.Context, a App) error {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	if _, err := s.apps.Create(ctx, a.Name, b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return ErrAppExists
+		}
+		return fmt.Errorf("%w: create app %s: %v", ErrUnavailable, a.Name, err)
+	}
+	return nil
+}
+
+// UpdateApp applies fn to the stored app and writes it back if the record
+// did not change meanwhile (compare-and-set, retried), so concurrent admin
+// changes and the ServerTopics flag never overwrite each other. fn returning
+// errSkip leaves the record as it is.
+func (s *Store) UpdateApp(ctx context.Context, name string, fn func(*App) error) (App, error) {
+	for attempt := 0; attempt < 8; attempt++ {
+		e, err := s.apps.Get(ctx, name)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return App{}, ErrNoApp
+		}
+		if err != nil {
+			return App{}, fmt.Errorf("%w: app %s: %v", ErrUnavailable, name, err)
+		}
+		var a App
+		if err := json.Unmarshal(e.Value(), &a); err != nil {
+			return App{}, fmt.Errorf("offline: app %s: %v", name, err)
+		}
+		if err := fn(&a); errors.Is(err, errSkip) {
+			return a, nil
+		} else if err != nil {
+			return a, err
+		}
+		b, _ := json.Marshal(a)
+		if _, err := s.apps.Update(ctx, name, b, e.Revision()); err == nil {
+			return a, nil
+		} else if !isWrongSequence(err) && !errors.Is(err, jetstream.ErrKeyExists) {
+			return App{}, fmt.Errorf("%w: app %s: %v", ErrUnavailable, name, err)
+		}
+	}
+	return App{}, fmt.Errorf("%w: app %s changed concurrently too often", ErrUnavailable, name)
+}
+
+var errSkip = errors.New("skip")
+
+// DeleteApp removes an app: its keys and tokens stop working at once on
+// every node (the watch). Its stored messages age out with store.max_age.
+func (s *Store) DeleteApp(ctx context.Context, name string) error {
+	if _, err := s.apps.Get(ctx, name); errors.Is(err, jetstream.ErrKeyNotFound) {
+		return ErrNoApp
+	}
+	if err := s.apps.Delete(ctx, name); err != nil {
+		return fmt.Errorf("%w: delete app %s: %v", ErrUnavailable, name, err)
+	}
+	return nil
+}
+
+// SeedApp writes a from configuration unless the bucket already holds an
+// app of that name (then the admin API owns it: a restart must not undo a
+// key rotation). It reports whether it wrote.
+func (s *Store) SeedApp(ctx context.Context, a App) (bool, error) {
+	err := s.CreateApp(ctx, a)
+	if errors.Is(err, ErrAppExists) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // PutApp writes an app to the apps bucket, keeping what the running system
@@ -148,25 +273,24 @@ func (a *Apps) Stop() {
 // MarkServerTopics sets the app's ServerTopics flag (compare-and-set on the
 // record, so a concurrent change of keys is not overwritten).
 func (s *Store) MarkServerTopics(ctx context.Context, name string) error {
-	for attempt := 0; attempt < 5; attempt++ {
-		e, err := s.apps.Get(ctx, name)
-		if err != nil {
-			return fmt.Errorf("%w: app %s: %v", ErrUnavailable, name, err)
-		}
-		var a App
-		if err := json.Unmarshal(e.Value(), &a); err != nil {
-			return fmt.Errorf("offline: app %s: %v", name, err)
-		}
+	_, err := s.UpdateApp(ctx, name, func(a *App) error {
 		if a.ServerTopics {
-			return nil
+			return errSkip
 		}
 		a.ServerTopics = true
-		b, _ := json.Marshal(a)
-		if _, err := s.apps.Update(ctx, name, b, e.Revision()); err == nil {
-			return nil
-		} else if !isWrongSequence(err) && !errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("%w: app %s: %v", ErrUnavailable, name, err)
-		}
+		return nil
+	})
+	return err
+}
+
+// List returns every app, sorted by name.
+func (a *Apps) List() []*App {
+	a.mu.RLock()
+	out := make([]*App, 0, len(a.apps))
+	for _, app := range a.apps {
+		out = append(out, app)
 	}
-	return fmt.Errorf("%w: app %s changed concurrently too often", ErrUnavailable, name)
+	a.mu.RUnlock()
+	slices.SortFunc(out, func(x, y *App) int { return strings.Compare(x.Name, y.Name) })
+	return out
 }

@@ -113,22 +113,34 @@ func (s *Store) Recall(ctx context.Context, app string, seq uint64) (string, err
 // DeviceCursors returns, for each device of user that acknowledged anything
 // on channel, its acknowledged cursor (as last written by its gateway).
 func (s *Store) DeviceCursors(ctx context.Context, app, user, channel string) (map[string]uint64, error) {
-	lister, err := s.cursors.ListKeysFiltered(ctx, CursorKey(app, user, "*", channel))
+	devices, err := s.Devices(ctx, app, user, channel)
 	if err != nil {
-		return nil, fmt.Errorf("%w: cursors: %v", ErrUnavailable, err)
+		return nil, err
 	}
-	out := map[string]uint64{}
-	prefix := app + "." + user + "."
-	for key := range lister.Keys() {
-		device, _, ok := strings.Cut(strings.TrimPrefix(key, prefix), ".")
-		if !ok {
-			continue
-		}
-		seq, err := s.Cursor(ctx, key)
+	out := make(map[string]uint64, len(devices))
+	for _, device := range devices {
+		seq, err := s.Cursor(ctx, CursorKey(app, user, device, channel))
 		if err != nil {
 			return nil, err
 		}
 		out[device] = seq
+	}
+	return out, nil
+}
+
+// Devices lists the devices of user holding a cursor on channel (one key
+// listing, no value reads).
+func (s *Store) Devices(ctx context.Context, app, user, channel string) ([]string, error) {
+	lister, err := s.cursors.ListKeysFiltered(ctx, CursorKey(app, user, "*", channel))
+	if err != nil {
+		return nil, fmt.Errorf("%w: cursors: %v", ErrUnavailable, err)
+	}
+	var out []string
+	prefix := app + "." + user + "."
+	for key := range lister.Keys() {
+		if device, _, ok := strings.Cut(strings.TrimPrefix(key, prefix), "."); ok {
+			out = append(out, device)
+		}
 	}
 	return out, nil
 }

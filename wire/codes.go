@@ -16,13 +16,15 @@ const (
 	CodeBadVersion       Code = 1003 // CONNECT with a protocol version the server does not speak
 	CodeUnexpected       Code = 1004 // a frame not allowed in this state (e.g. PUSH from a device, ACK before CONNECT)
 	CodeBadChannel       Code = 1005 // an ACK, SYNC, SUB or cursor for a channel the connection may not have
-	CodeTooManyChannels  Code = 1006 // SUBACK: the connection is at its channel limit
+	CodeTooManyChannels  Code = 1006 // SUB over the app's max_topics (ERROR), or over the connection's 256 slots (SUBACK)
 	CodeTokenMissing     Code = 2000 // CONNECT without a token
 	CodeTokenInvalid     Code = 2001 // a token that is not a valid HS256 JWT of the app (bad signature, bad claims)
 	CodeTokenExpired     Code = 2002 // a token past its exp
 	CodeAppMismatch      Code = 2003 // the token was issued for another app
 	CodeUnknownApp       Code = 2004 // CONNECT names an app the server does not know
 	CodeDeviceMismatch   Code = 2005 // the token's device claim differs from CONNECT's device
+	CodeOriginNotAllowed Code = 2006 // a WebSocket device came from an Origin its app does not allow
+	CodeTooManyDevices   Code = 2007 // the user already has the app's max_devices devices
 	CodeInternal         Code = 3000 // the server failed; reconnect later
 	CodeSlowConsumer     Code = 3001 // the device did not read fast enough; reconnect and catch up
 	CodeConnectTimeout   Code = 3002 // no CONNECT within the deadline after accept
@@ -30,6 +32,8 @@ const (
 	CodeShutdown         Code = 3004 // the gateway is stopping or draining; reconnect elsewhere
 	CodeReplaced         Code = 3005 // the same device connected again; this connection is the stale one
 	CodeStoreUnavailable Code = 3006 // the store could not be read; reconnect later
+	CodeRateLimited      Code = 3007 // the device sent frames faster than gateway.max_frame_rate
+	CodeTooManyConns     Code = 3008 // too many connections from the device's address (gateway.max_conns_per_ip)
 )
 
 var codeNames = map[Code]string{
@@ -46,6 +50,8 @@ var codeNames = map[Code]string{
 	CodeAppMismatch:      "app_mismatch",
 	CodeUnknownApp:       "unknown_app",
 	CodeDeviceMismatch:   "device_mismatch",
+	CodeOriginNotAllowed: "origin_not_allowed",
+	CodeTooManyDevices:   "too_many_devices",
 	CodeInternal:         "internal",
 	CodeSlowConsumer:     "slow_consumer",
 	CodeConnectTimeout:   "connect_timeout",
@@ -53,6 +59,8 @@ var codeNames = map[Code]string{
 	CodeShutdown:         "shutdown",
 	CodeReplaced:         "replaced",
 	CodeStoreUnavailable: "store_unavailable",
+	CodeRateLimited:      "rate_limited",
+	CodeTooManyConns:     "too_many_connections",
 }
 
 // String is the code's short name, used as a metric label.
