@@ -31,6 +31,10 @@ func dialRaw(t testing.TB, addr string) *rawDevice {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
+	return newRawDevice(t, nc)
+}
+
+func newRawDevice(t testing.TB, nc net.Conn) *rawDevice {
 	return &rawDevice{t: t, nc: nc, r: bufio.NewReader(nc)}
 }
 

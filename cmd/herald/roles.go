@@ -32,7 +32,7 @@ func runRole(role string, roles node.Roles, args []string, stdout, stderr io.Wri
 		debug.SetGCPercent(cfg.GCPercent)
 	}
 	if cfg.Dev {
-		log.Warn("DEV MODE: app \"demo\" with publisher key \"demo-key\" and device secret \"demo-secret\" is open to anyone who can reach these loopback ports; do not use in production")
+		log.Warn("DEV MODE: app \"demo\" with publisher key \"demo-key\", device secret \"demo-secret\" and admin key \"dev-admin-key\" is open to anyone who can reach these loopback ports; do not use in production")
 	}
 	n, err := node.Start(*cfg, roles, log)
 	if err != nil {
@@ -50,12 +50,20 @@ func runRole(role string, roles node.Roles, args []string, stdout, stderr io.Wri
 func announce(w io.Writer, cfg *config.Config, n *node.Node) {
 	var parts []string
 	if n.Dispatcher != nil {
-		parts = append(parts, "HTTP API http://"+n.Dispatcher.Addr().String())
+		scheme := "http://"
+		if cfg.API.TLS.Enabled() {
+			scheme = "https://"
+		}
+		parts = append(parts, "HTTP API "+scheme+n.Dispatcher.Addr().String())
 	}
 	if n.Gateway != nil {
-		parts = append(parts, "devices tcp://"+n.Gateway.Addr().String())
+		tcp, ws := "tcp://", "ws://"
+		if cfg.Gateway.TLS.Enabled() {
+			tcp, ws = "tls://", "wss://"
+		}
+		parts = append(parts, "devices "+tcp+n.Gateway.Addr().String())
 		if a := n.Gateway.WSAddr(); a != nil {
-			parts = append(parts, "ws://"+a.String())
+			parts = append(parts, ws+a.String())
 		}
 	}
 	if a := n.MetricsAddr(); a != nil {
