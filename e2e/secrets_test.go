@@ -79,7 +79,7 @@ apps:
 	}
 	for _, c := range []struct {
 		dev, tok string
-		code    wire.Code
+		code     wire.Code
 	}{
 		{"d1", sign(shopSecret, "d1", time.Hour), 0},
 		{"d2", sign(rotated, "d2", time.Hour), 0},
