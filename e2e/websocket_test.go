@@ -123,3 +123,47 @@ func TestWebSocketBadFrames(t *testing.T) {
 		return wsutil.WriteClientBinary(c, frames)
 	}, wire.CodeBadChannel)
 }
+
+// An app's own origins: its WebSocket devices must come from one of them;
+// other apps are not affected.
+func TestWebSocketAppOrigins(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Apps = []config.App{{Name: "shop", Keys: []string{"shop-key"}, Secrets: []string{"shop-secret"}, Origins: []string{"https://shop.example"}}}
+	n := startNode(t, cfg)
+	url := "ws://" + n.Gateway.WSAddr().String() + "/"
+	f := func(app, secret, origin string, want wire.Type, code wire.Code) {
+		t.Helper()
+		h := http.Header{}
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		conn, _, _, err := ws.Dialer{Header: ws.HandshakeHeaderHTTP(h), Timeout: 5 * time.Second}.Dial(context.Background(), url)
+		if err != nil {
+			t.Fatalf("upgrade from %q: %v", origin, err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		tok, _ := token.Sign([]byte(secret), app, "ann", "d1", time.Hour)
+		if err := wsutil.WriteClientBinary(conn, (&wire.Connect{Version: wire.Version, App: []byte(app), Device: []byte("d1"), Token: []byte(tok)}).Append(nil)); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := wsutil.ReadServerBinary(conn)
+		if err != nil {
+			t.Fatalf("%s from %q: %v", app, origin, err)
+		}
+		typ, body, _, err := wire.Split(msg, wire.DefaultMaxFrame)
+		if err != nil || typ != want {
+			t.Fatalf("%s from %q: %s %v, want %s", app, origin, typ, err, want)
+		}
+		if want == wire.TypeError {
+			var e wire.Error
+			if e.Decode(body); e.Code != code {
+				t.Fatalf("%s from %q: ERROR %s, want %s", app, origin, e.Code, code)
+			}
+		}
+	}
+	f("shop", "shop-secret", "https://shop.example", wire.TypeConnAck, 0)
+	f("shop", "shop-secret", "https://evil.example", wire.TypeError, wire.CodeOriginNotAllowed)
+	f("shop", "shop-secret", "", wire.TypeError, wire.CodeOriginNotAllowed)
+	f("demo", config.DemoSecret, "https://evil.example", wire.TypeConnAck, 0)
+}
