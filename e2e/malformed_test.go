@@ -89,7 +89,7 @@ func TestMalformedInputTable(t *testing.T) {
 		{name: "push to 1001 users", method: "POST", path: "/v1/apps/demo/push", key: demoK, body: string(manyJSON), status: 400, apiCode: "too_many_users"},
 		{name: "push id of 129 characters", method: "POST", path: "/v1/apps/demo/push", key: demoK, body: `{"users":["a"],"data":"x","id":"` + strings.Repeat("i", 129) + `"}`, status: 400, apiCode: "invalid_id"},
 		{name: "push data of the wrong type", method: "POST", path: "/v1/apps/demo/push", key: demoK, body: `{"users":["a"],"data":42}`, status: 400, apiCode: "bad_json"},
-		{name: "push over max_body", method: "POST", path: "/v1/apps/demo/push", key: demoK, body: `{"users":["a"],"data":"` + strings.Repeat("x", 1<<20) + `"}`, status: 413, apiCode: "body_too_large"},
+		{name: "push over max_body (refused from Content-Length)", raw: "POST /v1/apps/demo/push HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer demo-key\r\nContent-Length: 2000000\r\n\r\n{", status: 413, apiCode: "body_too_large"},
 		{name: "push with PUT", method: "PUT", path: "/v1/apps/demo/push", key: demoK, body: `{}`, status: 405, apiCode: "method_not_allowed"},
 		{name: "status of seq abc", method: "GET", path: "/v1/apps/demo/messages/abc", key: demoK, status: 400, apiCode: "invalid_seq"},
 		{name: "recall of seq 0", method: "DELETE", path: "/v1/apps/demo/messages/0", key: demoK, status: 400, apiCode: "invalid_seq"},

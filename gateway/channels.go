@@ -208,7 +208,11 @@ func (gw *Gateway) join(s *sub, app, name string) error {
 		sh.m[key] = ch
 	}
 	ch.mu.Lock()
+	// s.ch is read under the connection's lock (by leave, which another
+	// connection of the same device may run while this one still joins).
+	s.c.mu.Lock()
 	s.ch = ch
+	s.c.mu.Unlock()
 	s.idx = int32(len(ch.subs))
 	ch.subs = append(ch.subs, s)
 	ch.mu.Unlock()
@@ -225,7 +229,9 @@ func (gw *Gateway) join(s *sub, app, name string) error {
 
 // leave removes s from its channel and unsubscribes when it was the last.
 func (gw *Gateway) leave(s *sub) {
+	s.c.mu.Lock()
 	ch := s.ch
+	s.c.mu.Unlock()
 	if ch == nil {
 		return
 	}
