@@ -155,12 +155,10 @@ func (ds *Dispatcher) routeAdmin(ctx *fasthttp.RequestCtx, path string) string {
 	case route == "admin_apps":
 		ds.createApp(rctx, ctx)
 	case route == "admin_app" && method == "GET":
-		a, ok := ds.d.Apps.Get(name)
-		if !ok {
-			writeError(ctx, fasthttp.StatusNotFound, "unknown_app", "no app named "+quote(name))
-			break
-		}
-		writeJSON(ctx, fasthttp.StatusOK, viewOf(a))
+		// From the bucket, not the watched copy: read your own writes.
+		a, err := ds.d.Store.GetApp(rctx, name)
+		v := viewOf(&a)
+		ds.adminChanged(ctx, name, "", err, fasthttp.StatusOK, &v)
 	case route == "admin_app" && method == "PATCH":
 		ds.patchApp(rctx, ctx, name)
 	case route == "admin_app":
@@ -195,8 +193,8 @@ func (ds *Dispatcher) authAdmin(ctx *fasthttp.RequestCtx) bool {
 	return true
 }
 
-// adminChanged answers an admin change: the error mapped to its status, or
-// status with body v.
+// adminChanged answers an admin call: the error mapped to its status, or
+// status with body v. A change (what not empty) is counted and logged.
 func (ds *Dispatcher) adminChanged(ctx *fasthttp.RequestCtx, app, what string, err error, status int, v any) {
 	var ae *adminError
 	switch {
@@ -209,8 +207,10 @@ func (ds *Dispatcher) adminChanged(ctx *fasthttp.RequestCtx, app, what string, e
 	case err != nil:
 		ds.storeFailed(ctx, "admin", err)
 	default:
-		ds.m.adminChanges.Inc()
-		ds.log.Info("admin: "+what, "app", app)
+		if what != "" {
+			ds.m.adminChanges.Inc()
+			ds.log.Info("admin: "+what, "app", app)
+		}
 		if v == nil {
 			ctx.SetStatusCode(status)
 			return

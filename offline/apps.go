@@ -133,9 +133,9 @@ func (s *Store) UpdateApp(ctx context.Context, name string, fn func(*App) error)
 		if err != nil {
 			return App{}, fmt.Errorf("%w: app %s: %v", ErrUnavailable, name, err)
 		}
-		var a App
-		if err := json.Unmarshal(e.Value(), &a); err != nil {
-			return App{}, fmt.Errorf("offline: app %s: %v", name, err)
+		a, err := decodeApp(name, e.Value())
+		if err != nil {
+			return App{}, err
 		}
 		if err := fn(&a); errors.Is(err, errSkip) {
 			return a, nil
@@ -153,6 +153,27 @@ func (s *Store) UpdateApp(ctx context.Context, name string, fn func(*App) error)
 }
 
 var errSkip = errors.New("skip")
+
+// GetApp reads an app from the bucket (the admin API reads its own writes
+// this way; the hot paths use the watched copy, Apps).
+func (s *Store) GetApp(ctx context.Context, name string) (App, error) {
+	e, err := s.apps.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return App{}, ErrNoApp
+	}
+	if err != nil {
+		return App{}, fmt.Errorf("%w: app %s: %v", ErrUnavailable, name, err)
+	}
+	return decodeApp(name, e.Value())
+}
+
+func decodeApp(name string, b []byte) (App, error) {
+	var a App
+	if err := json.Unmarshal(b, &a); err != nil {
+		return App{}, fmt.Errorf("offline: app %s: %v", name, err)
+	}
+	return a, nil
+}
 
 // DeleteApp removes an app: its keys and tokens stop working at once on
 // every node (the watch). Its stored messages age out with store.max_age.
