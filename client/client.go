@@ -104,6 +104,7 @@ const (
 	Subscribed                        // a channel was added (SUBACK); Channel names it
 	Refused                           // a SUB was refused; Channel and Err say which and why
 	Notified                          // the gateway announced a backlog (NOTIFY); the client SYNCs
+	Rewound                           // an operator replay (RESYNC) moved a channel's cursor back; Channel names it
 )
 
 // Event reports a change of the client's connection.
@@ -544,6 +545,10 @@ func (s *session) readLoop() error {
 			}
 			if ch, ok := s.slots[rv.Slot]; ok && s.c.cfg.OnRevoke != nil {
 				s.c.cfg.OnRevoke(ch, rv.Seq)
+			}
+		case wire.TypeResync:
+			if err := s.handleResync(body); err != nil {
+				return err
 			}
 		case wire.TypeUpAck:
 			var ua wire.UpAck

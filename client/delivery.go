@@ -88,6 +88,40 @@ func (s *session) handleNotify(body []byte) error {
 	return s.write(&wire.Sync{Slot: n.Slot, From: from, Max: uint32(c.cfg.SyncPage)})
 }
 
+// handleResync accepts a server-ordered rewind: the cursor of the slot's
+// channel moves back to from-1 (and is saved), so the messages the gateway
+// sends again from there reach the handler instead of the duplicate filter.
+func (s *session) handleResync(body []byte) error {
+	var r wire.Resync
+	if err := r.Decode(body); err != nil {
+		return fmt.Errorf("client: bad RESYNC: %w", err)
+	}
+	ch, ok := s.slots[r.Slot]
+	if !ok {
+		return fmt.Errorf("client: RESYNC on unknown slot %d", r.Slot)
+	}
+	c := s.c
+	// What was handled is acknowledged first; the rewind is not an ACK.
+	if err := s.flushAcks(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	rewind := c.cursors[ch] >= r.From
+	if rewind {
+		c.cursors[ch] = r.From - 1
+	}
+	c.mu.Unlock()
+	if rewind {
+		if err := c.cfg.Cursors.Save(ch, r.From-1); err != nil {
+			return handlerError{err}
+		}
+	}
+	if c.cfg.OnEvent != nil {
+		c.cfg.OnEvent(Event{Kind: Rewound, Channel: ch})
+	}
+	return nil
+}
+
 // Subscribe adds a topic for this device, now if connected and on every
 // later connection.
 func (c *Client) Subscribe(topic string) error {

@@ -152,6 +152,21 @@ type Gateway struct {
 	// TLS serves the device TCP and WebSocket (wss) listeners over TLS
 	// when a certificate is given.
 	TLS TLS `yaml:"tls"`
+	// ID names the gateway in the registry and to `herald ctl`. Default:
+	// the host name and a random suffix.
+	ID string `yaml:"id"`
+	// Capacity is the number of connections that counts as full load
+	// (the registry's load = connections / capacity). Default 100000.
+	Capacity int `yaml:"capacity"`
+	// Advertise is the device address the registry offers (host:port);
+	// default the TCP listener's address.
+	Advertise string `yaml:"advertise"`
+	// DrainBatch and DrainInterval pace a drain: GOAWAY to DrainBatch
+	// devices, then a pause of DrainInterval (with jitter). Defaults 500, 100ms.
+	DrainBatch    int           `yaml:"drain_batch"`
+	DrainInterval time.Duration `yaml:"drain_interval"`
+	// DrainTimeout bounds a drain; devices left then are closed. Default 60s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
 }
 
 // App is an app seeded from configuration: written to the apps bucket when
@@ -252,6 +267,10 @@ func Default() Config {
 			InlineLimit:    16 << 10,
 			UserTimeout:    30 * time.Second,
 			MaxFrameRate:   100,
+			Capacity:       100000,
+			DrainBatch:     500,
+			DrainInterval:  100 * time.Millisecond,
+			DrainTimeout:   time.Minute,
 		},
 	}
 }
@@ -350,6 +369,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Gateway.MaxFrameRate <= 0 || c.Gateway.MaxFrameRate > 65535 {
 		errs = append(errs, fieldErr("gateway.max_frame_rate", "must be within [1, 65535]"))
+	}
+	if c.Gateway.ID != "" && !ValidName(c.Gateway.ID) {
+		errs = append(errs, fieldErr("gateway.id", "invalid id %q: 1-128 of A-Z a-z 0-9 _ -", c.Gateway.ID))
+	}
+	if c.Gateway.Capacity <= 0 || c.Gateway.DrainBatch <= 0 || c.Gateway.DrainInterval <= 0 || c.Gateway.DrainTimeout <= 0 {
+		errs = append(errs, fieldErr("gateway.capacity", "capacity, drain_batch, drain_interval and drain_timeout must be > 0"))
 	}
 	if c.Gateway.MaxConnsPerIP < 0 {
 		errs = append(errs, fieldErr("gateway.max_conns_per_ip", "must be >= 0"))

@@ -109,17 +109,44 @@ type rotateResponse struct {
 func (ds *Dispatcher) routeAdmin(ctx *fasthttp.RequestCtx, path string) string {
 	parts := strings.Split(strings.TrimPrefix(path, "/v1/admin/"), "/")
 	var route, allow string
+	is := func(pattern ...string) bool {
+		if len(parts) != len(pattern) {
+			return false
+		}
+		for i, p := range pattern {
+			if p != "*" && p != parts[i] {
+				return false
+			}
+		}
+		return true
+	}
 	switch {
-	case len(parts) == 1 && parts[0] == "apps":
+	case is("apps"):
 		route, allow = "admin_apps", "GET, POST"
-	case len(parts) == 2 && parts[0] == "apps":
+	case is("apps", "*"):
 		route, allow = "admin_app", "GET, PATCH, DELETE"
-	case len(parts) == 3 && parts[0] == "apps" && parts[2] == "keys":
+	case is("apps", "*", "keys"):
 		route, allow = "admin_keys", "POST"
-	case len(parts) == 4 && parts[0] == "apps" && parts[2] == "keys":
+	case is("apps", "*", "keys", "*"):
 		route, allow = "admin_key", "DELETE"
-	case len(parts) == 3 && parts[0] == "apps" && parts[2] == "secrets":
+	case is("apps", "*", "secrets"):
 		route, allow = "admin_secrets", "POST"
+	case is("apps", "*", "tokens"):
+		route, allow = "admin_tokens", "POST"
+	case is("apps", "*", "users", "*"):
+		route, allow = "admin_user", "GET"
+	case is("apps", "*", "users", "*", "replay"):
+		route, allow = "admin_replay", "POST"
+	case is("apps", "*", "channels", "*", "messages"):
+		route, allow = "admin_messages", "GET"
+	case is("gateways"):
+		route, allow = "admin_gateways", "GET"
+	case is("gateways", "*", "drain"):
+		route, allow = "admin_drain", "POST"
+	case is("stream"):
+		route, allow = "admin_stream", "GET"
+	case is("stats"):
+		route, allow = "admin_stats", "GET"
 	default:
 		writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such endpoint: "+quote(path))
 		return "other"
@@ -136,9 +163,13 @@ func (ds *Dispatcher) routeAdmin(ctx *fasthttp.RequestCtx, path string) string {
 	if len(parts) > 1 {
 		name = parts[1]
 		if !config.ValidName(name) {
-			writeError(ctx, fasthttp.StatusBadRequest, "invalid_name", "app names are 1-128 of A-Z a-z 0-9 _ -")
+			writeError(ctx, fasthttp.StatusBadRequest, "invalid_name", "names are 1-128 of A-Z a-z 0-9 _ -")
 			return route
 		}
+	}
+	if len(parts) > 3 && parts[0] == "apps" && !config.ValidName(parts[3]) && parts[2] == "users" {
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid_user", "invalid user name "+quote(parts[3])+": 1-128 of A-Z a-z 0-9 _ -")
+		return route
 	}
 	rctx, cancel := context.WithTimeout(ds.ctx, 10*time.Second)
 	defer cancel()
@@ -169,6 +200,24 @@ func (ds *Dispatcher) routeAdmin(ctx *fasthttp.RequestCtx, path string) string {
 		ds.removeKey(rctx, ctx, name, parts[3])
 	case route == "admin_secrets":
 		ds.rotateSecret(rctx, ctx, name)
+	case route == "admin_tokens":
+		ds.mintToken(ctx, name)
+	case route == "admin_user":
+		ds.userReport(rctx, ctx, name, parts[3])
+	case route == "admin_replay":
+		ds.replay(rctx, ctx, name, parts[3])
+	case route == "admin_messages":
+		ds.channelMessages(rctx, ctx, name, parts[3])
+	case route == "admin_gateways":
+		gws, err := ds.d.Store.Gateways(rctx)
+		ds.adminChanged(ctx, "", "", err, fasthttp.StatusOK, map[string]any{"gateways": gws})
+	case route == "admin_drain":
+		ds.drain(ctx, name)
+	case route == "admin_stream":
+		st, err := ds.d.Store.Stats(rctx)
+		ds.adminChanged(ctx, "", "", err, fasthttp.StatusOK, &st)
+	case route == "admin_stats":
+		ds.stats(rctx, ctx)
 	}
 	return route
 }

@@ -34,6 +34,9 @@ type Deps struct {
 	// WriteMetrics, if set, writes other components' metrics (a gateway in
 	// the same process) after the dispatcher's own at /metrics.
 	WriteMetrics func(w io.Writer)
+	// Ready, if set, must also hold for /readyz (a gateway in the same
+	// process that is draining makes the process not ready).
+	Ready func() bool
 }
 
 // Dispatcher serves the HTTP API.
@@ -143,7 +146,7 @@ func (ds *Dispatcher) route(ctx *fasthttp.RequestCtx) {
 	case path == "/readyz":
 		route = "readyz"
 		ctx.SetContentType("text/plain")
-		if ds.ready.Load() && ds.d.NC.IsConnected() {
+		if ds.ready.Load() && ds.d.NC.IsConnected() && (ds.d.Ready == nil || ds.d.Ready()) {
 			ctx.SetBodyString("ready\n")
 		} else {
 			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)

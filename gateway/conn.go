@@ -406,14 +406,18 @@ func (c *conn) fail(code wire.Code, reason string) {
 }
 
 // goAway tells the device to reconnect elsewhere and closes the connection.
-func (c *conn) goAway(code wire.Code, reason string) {
+func (c *conn) goAway(code wire.Code, reason string) { c.goAwayAfter(code, reason, 0) }
+
+// goAwayAfter is goAway asking the device to wait about delay ms (plus
+// its own jitter) before reconnecting.
+func (c *conn) goAwayAfter(code wire.Code, reason string, delay uint32) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return
 	}
 	var buf [64 + wire.MaxReasonLen]byte
-	c.appendLocked((&wire.GoAway{Code: code, Reason: []byte(reason)}).Append(buf[:0]))
+	c.appendLocked((&wire.GoAway{Code: code, Delay: delay, Reason: []byte(reason)}).Append(buf[:0]))
 	if c.ws {
 		c.appendRawLocked(wsCloseFrame)
 	}

@@ -39,6 +39,8 @@ type Deps struct {
 	Store *offline.Store
 	Apps  *offline.Apps
 	Log   *slog.Logger
+	// Version is written to the registry (herald ctl gateways).
+	Version string
 }
 
 // Gateway serves devices on one listener.
@@ -65,6 +67,7 @@ type Gateway struct {
 	pending sync.Map              // *conn → its WebSocket Origin or struct{}: accepted, CONNECT not yet done
 	ips     *ipLimiter            // nil: no per-address limit
 	tls     *tls.Config           // nil: plain TCP
+	ops     opsState              // registry, drain, replays (ops.go)
 
 	dirtyMu  sync.Mutex
 	dirty    []*sub // subs whose acked cursor is ahead of KV
@@ -104,6 +107,14 @@ func New(cfg config.Gateway, d Deps) *Gateway {
 		quit:     make(chan struct{}),
 		ips:      newIPLimiter(cfg.MaxConnsPerIP),
 	}
+	gw.ops.id, gw.ops.version, gw.ops.started = cfg.ID, d.Version, time.Now().UTC()
+	if gw.ops.id == "" {
+		gw.ops.id = defaultID()
+	}
+	if gw.ops.version == "" {
+		gw.ops.version = "dev"
+	}
+	gw.ops.drained = make(chan struct{})
 	for i := 0; i < liveShards; i++ {
 		gw.live = append(gw.live, make(chan *nats.Msg, 1<<16))
 	}
@@ -180,6 +191,9 @@ func (gw *Gateway) Start() error {
 	}
 	gw.spawn(gw.cursorFlusher)
 	gw.spawn(gw.upAcker)
+	if err := gw.startOps(); err != nil {
+		gw.log.Warn("gateway operations unavailable (registry, drain, replay)", "err", err)
+	}
 	accept := gw.acceptLoop
 	if gw.tls != nil {
 		accept = gw.acceptTLS
@@ -272,6 +286,7 @@ func (gw *Gateway) Stop() {
 		return
 	}
 	close(gw.quit)
+	gw.stopOps()
 	gw.acceptWG.Wait()
 	gw.ln.Close()
 	if gw.wsln != nil {

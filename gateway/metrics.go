@@ -48,6 +48,8 @@ type gwMetrics struct {
 	topicLimit     *metrics.Counter
 	deviceLimit    *metrics.Counter
 	tlsFailures    *metrics.Counter
+	drained        *metrics.Counter
+	replays        *metrics.Counter
 }
 
 func newMetrics(gw *Gateway) *gwMetrics {
@@ -87,6 +89,8 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		topicLimit:     s.NewCounter(`herald_gateway_limited_total{limit="max_topics"}`),
 		deviceLimit:    s.NewCounter(`herald_gateway_limited_total{limit="max_devices"}`),
 		tlsFailures:    s.NewCounter(`herald_gateway_errors_total{kind="tls_handshake"}`),
+		drained:        s.NewCounter(`herald_gateway_drained_total`),
+		replays:        s.NewCounter(`herald_gateway_replays_total`),
 	}
 	for _, c := range wire.Codes() {
 		m.disconnects[c] = s.NewCounter(fmt.Sprintf(`herald_gateway_disconnects_total{reason=%q}`, c.String()))

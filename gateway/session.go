@@ -105,6 +105,10 @@ func (c *conn) handleConnect(body []byte) bool {
 		c.fail(wire.CodeBadVersion, "unsupported protocol version")
 		return false
 	}
+	if gw.ops.draining.Load() {
+		c.goAwayAfter(wire.CodeShutdown, "gateway draining: connect elsewhere", uint32(gw.cfg.DrainInterval/time.Millisecond))
+		return false
+	}
 	app, device := string(f.App), string(f.Device)
 	if !config.ValidName(device) {
 		c.fail(wire.CodeMalformed, "invalid device name")
@@ -159,6 +163,15 @@ func (c *conn) handleConnect(body []byte) bool {
 		}
 		// Cursors of other users' channels (an earlier login) are ignored.
 	}
+	// An operator replay waiting for this device: start its user channel
+	// from there (and tell it, with RESYNC after CONNACK).
+	replayKey := offline.ReplayKey(app, user, device)
+	replay, replaying := gw.takeReplay(replayKey, func(r offline.Replay) bool {
+		if user0.needCursor || user0.sent >= r.From {
+			user0.sent, user0.needCursor = r.From-1, false
+		}
+		return true
+	})
 	ack := wire.ConnAck{
 		Version:      wire.Version,
 		HeartbeatMin: uint32(gw.cfg.HeartbeatMin / time.Second),
@@ -192,6 +205,10 @@ func (c *conn) handleConnect(body []byte) bool {
 	ack.Heartbeat = c.hb
 	// CONNACK goes out before any PUSH: queue it before the channels are live.
 	c.appendLocked(ack.Append(nil))
+	if replaying {
+		var buf [32]byte
+		c.appendLocked((&wire.Resync{Slot: slotUser, From: replay.From}).Append(buf[:0]))
+	}
 	c.mu.Unlock()
 	gw.m.frameOut(wire.TypeConnAck)
 	gw.wheel.add(c, c.deadline)
@@ -206,6 +223,10 @@ func (c *conn) handleConnect(body []byte) bool {
 		old.fail(wire.CodeReplaced, "the device connected again")
 	}
 	gw.m.connects.Inc()
+	if replaying {
+		gw.m.frameOut(wire.TypeResync)
+		gw.replayDone(replayKey, replay)
+	}
 
 	// Live first, then the store: nothing published in between is missed.
 	for i, s := range subs {

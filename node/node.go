@@ -23,6 +23,9 @@ import (
 	"herald/offline"
 )
 
+// Version is the build's version, set by cmd/herald (registry, ctl).
+var Version = "dev"
+
 // Roles a node runs.
 type Roles struct {
 	EmbeddedNATS bool // start nats-server in-process (serve)
@@ -99,7 +102,7 @@ func Start(cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error
 		return n, err
 	}
 	if roles.Gateway {
-		n.Gateway = gateway.New(cfg.Gateway, gateway.Deps{NC: n.NC, Store: n.Store, Apps: n.Apps, Log: log})
+		n.Gateway = gateway.New(cfg.Gateway, gateway.Deps{NC: n.NC, Store: n.Store, Apps: n.Apps, Log: log, Version: Version})
 		if err := n.Gateway.Start(); err != nil {
 			n.Gateway = nil
 			return n, err
@@ -114,15 +117,17 @@ func Start(cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error
 	}
 	if roles.Dispatcher {
 		var extra func(io.Writer)
+		var ready func() bool
 		if n.Gateway != nil {
 			g := n.Gateway
 			extra = func(w io.Writer) { g.Metrics().WritePrometheus(w) }
+			ready = func() bool { return !g.Draining() }
 		}
 		api := cfg.API
 		if cfg.Dev {
 			api.AdminKeys = append(slices.Clip(api.AdminKeys), config.DevAdminKey)
 		}
-		n.Dispatcher = dispatcher.New(api, cfg.Store, dispatcher.Deps{NC: n.NC, Store: n.Store, Apps: n.Apps, Log: log, WriteMetrics: extra})
+		n.Dispatcher = dispatcher.New(api, cfg.Store, dispatcher.Deps{NC: n.NC, Store: n.Store, Apps: n.Apps, Log: log, WriteMetrics: extra, Ready: ready})
 		if err := n.Dispatcher.Start(); err != nil {
 			n.Dispatcher = nil
 			return n, err

@@ -46,7 +46,7 @@ func startOps(addr string, n *Node) (*opsServer, error) {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if o.ready.Load() && n.NC != nil && n.NC.IsConnected() {
+		if o.ready.Load() && n.NC != nil && n.NC.IsConnected() && (n.Gateway == nil || !n.Gateway.Draining()) {
 			fmt.Fprintln(w, "ready")
 			return
 		}

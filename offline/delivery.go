@@ -320,3 +320,37 @@ func (s *Store) FetchUp(ctx context.Context, app string, after uint64, max int) 
 	}
 	return out, nil
 }
+
+// UserCursors returns every cursor of user's devices: channel → device → seq.
+func (s *Store) UserCursors(ctx context.Context, app, user string) (map[string]map[string]uint64, error) {
+	prefix := app + "." + user + "."
+	lister, err := s.cursors.ListKeysFiltered(ctx, prefix+">")
+	if err != nil {
+		return nil, fmt.Errorf("%w: cursors: %v", ErrUnavailable, err)
+	}
+	out := map[string]map[string]uint64{}
+	for key := range lister.Keys() {
+		device, channel, ok := strings.Cut(strings.TrimPrefix(key, prefix), ".")
+		if !ok {
+			continue
+		}
+		seq, err := s.Cursor(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if out[channel] == nil {
+			out[channel] = map[string]uint64{}
+		}
+		out[channel][device] = seq
+	}
+	return out, nil
+}
+
+// CountAfter is how many messages of channel are stored after seq.
+func (s *Store) CountAfter(ctx context.Context, app, channel string, seq uint64) (uint64, error) {
+	msgs, pending, err := s.Fetch(ctx, StoredSubject(app, channel), seq+1, 1)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(len(msgs)) + pending, nil
+}

@@ -39,6 +39,8 @@ type Store struct {
 	apps    jetstream.KeyValue
 	topics  jetstream.KeyValue
 	recalls jetstream.KeyValue
+	gws     jetstream.KeyValue // gateway registry (registry.go)
+	replays jetstream.KeyValue // pending operator replays (replay.go)
 }
 
 // StreamConfig is the HERALD stream's configuration for cfg.
@@ -141,7 +143,29 @@ func Open(ctx context.Context, nc *nats.Conn, cfg config.Store) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", RecallsBucket, err)
 	}
-	return &Store{nc: nc, js: js, stream: stream, up: up, cursors: cursors, apps: apps, topics: topics, recalls: recalls}, nil
+	gws, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      GatewaysBucket,
+		Description: "herald gateway registry: each live gateway refreshes its entry",
+		History:     1,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    cfg.Replicas,
+		TTL:         GatewayTTL, // a gateway that stops refreshing disappears
+	})
+	if err != nil {
+		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", GatewaysBucket, err)
+	}
+	replays, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      ReplaysBucket,
+		Description: "herald pending operator replays, per device",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		TTL:         cfg.MaxAge, // a replay of messages that are gone means nothing
+	})
+	if err != nil {
+		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", ReplaysBucket, err)
+	}
+	return &Store{nc: nc, js: js, stream: stream, up: up, cursors: cursors, apps: apps, topics: topics, recalls: recalls, gws: gws, replays: replays}, nil
 }
 
 // Attach binds to a stream and buckets another role created, waiting for
@@ -191,7 +215,15 @@ func attach(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{js: js, stream: stream, up: up, cursors: cursors, apps: apps, topics: topics, recalls: recalls}, nil
+	gws, err := js.KeyValue(ctx, GatewaysBucket)
+	if err != nil {
+		return nil, err
+	}
+	replays, err := js.KeyValue(ctx, ReplaysBucket)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{js: js, stream: stream, up: up, cursors: cursors, apps: apps, topics: topics, recalls: recalls, gws: gws, replays: replays}, nil
 }
 
 // Message is a stored message.

@@ -28,6 +28,8 @@ const (
 	AppsBucket     = "herald-apps"
 	TopicsBucket   = "herald-topics"
 	RecallsBucket  = "herald-recalls"
+	GatewaysBucket = "herald-gateways"
+	ReplaysBucket  = "herald-replays"
 	KindUser       = "u"
 	KindTopic      = "t"
 	KindBroadcast  = "b"

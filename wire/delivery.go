@@ -162,6 +162,35 @@ func (f *Revoke) Decode(body []byte) error {
 	return r.err
 }
 
+// Resync tells the device that the server rewinds a channel on operator
+// request (herald ctl replay): PUSHes from seq From on follow, some of
+// which the device already handled. The device moves its cursor of the
+// slot back to From-1 so its duplicate filter lets them through.
+//
+//	slot u, from u
+type Resync struct {
+	Slot uint32
+	From uint64
+}
+
+// Append appends the whole frame to dst.
+func (f *Resync) Append(dst []byte) []byte {
+	dst = appendHeader(dst, TypeResync, uvlen(uint64(f.Slot))+uvlen(f.From))
+	dst = binary.AppendUvarint(dst, uint64(f.Slot))
+	return binary.AppendUvarint(dst, f.From)
+}
+
+// Decode decodes a RESYNC body.
+func (f *Resync) Decode(body []byte) error {
+	r := reader{b: body}
+	f.Slot = r.u32()
+	f.From = r.uvarint()
+	if r.err == nil && f.From == 0 {
+		return ErrMalformed
+	}
+	return r.err
+}
+
 // Up is a message from the device to its app's backend. ID is the device's
 // idempotency key: a retried UP with the same id is stored once. The payload
 // is the rest of the body.

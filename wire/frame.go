@@ -31,7 +31,7 @@ const MaxHeaderLen = 1 + binary.MaxVarintLen32
 // Type is a frame type. The values are part of the protocol.
 type Type uint8
 
-// Frame types. Values 0x11..0x1f are reserved for frames later versions
+// Frame types. Values 0x12..0x1f are reserved for frames later versions
 // add (PROBE, ...); docs/protocol.md lists them.
 const (
 	TypeConnect Type = 0x01
@@ -50,6 +50,7 @@ const (
 	TypeRevoke  Type = 0x0e
 	TypeUp      Type = 0x0f
 	TypeUpAck   Type = 0x10
+	TypeResync  Type = 0x11
 )
 
 var typeNames = [...]string{
@@ -69,6 +70,7 @@ var typeNames = [...]string{
 	TypeRevoke:  "REVOKE",
 	TypeUp:      "UP",
 	TypeUpAck:   "UPACK",
+	TypeResync:  "RESYNC",
 }
 
 // Known reports whether t is a frame type of this version.

@@ -23,6 +23,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add((&Revoke{Slot: 0, Seq: 12}).Append(nil))
 	f.Add((&Up{ID: []byte("m-1"), Payload: []byte("hi")}).Append(nil))
 	f.Add((&UpAck{ID: []byte("m-1"), Seq: 3, Duplicate: true}).Append(nil))
+	f.Add((&Resync{Slot: 0, From: 42}).Append(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		const max = 4096
 		for len(b) > 0 {
@@ -123,6 +124,15 @@ func FuzzDecode(f *testing.F) {
 					roundTrip(t, x.Append(nil), &y)
 					if !bytes.Equal(x.ID, y.ID) || !bytes.Equal(x.Payload, y.Payload) || len(x.ID) == 0 || len(x.ID) > MaxUpIDLen {
 						t.Fatalf("UP does not round-trip: %+v %+v", x, y)
+					}
+				}
+			case TypeResync:
+				var r Resync
+				if r.Decode(body) == nil {
+					var q Resync
+					_, body2, _, _ := Split(r.Append(nil), max)
+					if q.Decode(body2) != nil || q != r {
+						t.Fatalf("RESYNC does not round-trip: %+v", r)
 					}
 				}
 			case TypeUpAck:

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"herald/node"
 )
 
 const usage = `herald — real-time push over NATS JetStream
@@ -18,7 +20,8 @@ Usage:
   herald dispatcher --nats URL     run a standalone HTTP API
   herald listen [flags]            connect as a device and print messages as JSON lines
   herald push [flags]              publish a message through the HTTP API
-  herald bench <scenario> [flags]  load scenarios: connect, baseline-gateway
+  herald bench <scenario> [flags]  load scenarios: connect, unicast, broadcast, storm
+  herald ctl <command> [flags]     operate a running herald: gateways, user, messages, replay, drain, stream
   herald version
 
 Run "herald <command> -h" for a command's flags.
@@ -27,6 +30,7 @@ Run "herald <command> -h" for a command's flags.
 var version = "dev"
 
 func main() {
+	node.Version = version
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -50,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = listen(rest, stdout, stderr)
 	case "push":
 		err = push(rest, stdout, stderr)
+	case "ctl":
+		err = ctlCmd(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "herald", version)
 	case "help", "-h", "--help":

@@ -39,10 +39,30 @@ func runRole(role string, roles node.Roles, args []string, stdout, stderr io.Wri
 		return err
 	}
 	announce(stdout, cfg, n)
-	sig := make(chan os.Signal, 1)
+	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	log.Info("stopping", "signal", s.String())
+	// A standalone gateway leaves gracefully: SIGTERM (or herald ctl
+	// drain) drains it — devices are sent elsewhere in paced batches — and
+	// it exits once empty; a second signal stops it at once.
+	var drained <-chan struct{}
+	if role == "gateway" && n.Gateway != nil {
+		drained = n.Gateway.Drained()
+	}
+	select {
+	case s := <-sig:
+		if drained != nil && s == syscall.SIGTERM {
+			log.Info("SIGTERM: draining before exit", "connections", n.Gateway.Connections())
+			n.Gateway.Drain()
+			select {
+			case <-drained:
+			case s = <-sig:
+				log.Info("stopping without waiting for the drain", "signal", s.String())
+			}
+		}
+		log.Info("stopping", "signal", s.String())
+	case <-drained:
+		log.Info("drained; stopping")
+	}
 	n.Stop()
 	return nil
 }
