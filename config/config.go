@@ -358,6 +358,9 @@ func (c *Config) Validate() error {
 	positive("gateway.cursor_flush", int64(c.Gateway.CursorFlush))
 	positive("gateway.notify_backlog", int64(c.Gateway.NotifyBacklog))
 	positive("gateway.inline_limit", int64(c.Gateway.InlineLimit))
+	if c.Gateway.HeartbeatMax > 65535*time.Second {
+		errs = append(errs, fieldErr("gateway.heartbeat_max", "must be at most 65535s (about 18h)"))
+	}
 	if c.Gateway.HeartbeatMax < c.Gateway.HeartbeatMin {
 		errs = append(errs, fieldErr("gateway.heartbeat_max", "must be >= heartbeat_min (%v)", c.Gateway.HeartbeatMin))
 	}

@@ -64,6 +64,7 @@ func New(cfg config.API, storeCfg config.Store, d Deps) *Dispatcher {
 	}
 	ds := &Dispatcher{cfg: cfg, storeCfg: storeCfg, d: d, log: d.Log.With("component", "dispatcher")}
 	ds.m = newMetrics()
+	ds.addReadiness()
 	ds.limiter = newPublishLimiter(cfg.PublishRate)
 	for _, k := range cfg.AdminKeys {
 		ds.admins = append(ds.admins, offline.HashKey(k))
@@ -82,6 +83,10 @@ func New(cfg config.API, storeCfg config.Store, d Deps) *Dispatcher {
 		Logger:                        fasthttpLogger{ds.log},
 	}
 	return ds
+}
+
+func (ds *Dispatcher) isReady() bool {
+	return ds.ready.Load() && ds.d.NC.IsConnected() && (ds.d.Ready == nil || ds.d.Ready())
 }
 
 // Metrics returns the dispatcher's metrics set.
@@ -146,7 +151,7 @@ func (ds *Dispatcher) route(ctx *fasthttp.RequestCtx) {
 	case path == "/readyz":
 		route = "readyz"
 		ctx.SetContentType("text/plain")
-		if ds.ready.Load() && ds.d.NC.IsConnected() && (ds.d.Ready == nil || ds.d.Ready()) {
+		if ds.isReady() {
 			ctx.SetBodyString("ready\n")
 		} else {
 			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)

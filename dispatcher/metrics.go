@@ -42,6 +42,16 @@ func newMetrics() *dMetrics {
 	return m
 }
 
+// addReadiness exports the dispatcher's readiness (what /readyz answers).
+func (ds *Dispatcher) addReadiness() {
+	ds.m.set.NewGauge(`herald_ready{component="dispatcher"}`, func() float64 {
+		if ds.isReady() {
+			return 1
+		}
+		return 0
+	})
+}
+
 type routeStatus struct {
 	route  string
 	status int

@@ -285,6 +285,7 @@ func (gw *Gateway) unregister(c *conn) {
 	for _, s := range subs {
 		if s != nil {
 			gw.leave(s)
+			gw.acks.forget(s)
 		}
 	}
 	gw.flushSoon()
@@ -475,6 +476,7 @@ func (s *sub) deliver(l *offline.Live, enc *frameCache) int {
 	marked := c.liveMark
 	c.liveMark = true
 	c.mu.Unlock()
+	c.gw.acks.sent(s, l.Seq)
 	if marked {
 		return deliverQueuedMarked
 	}

@@ -34,22 +34,23 @@ type conn struct {
 	gw *Gateway
 	fd int // owned: accepted raw, closed by close()
 
-	mu       sync.Mutex
-	deadline int64  // unix seconds: see wheel
-	events   uint32 // pending events for the worker
-	hb       uint32 // heartbeat interval in seconds agreed with the device
-	state    uint8
-	closed   bool
-	queued   bool  // in gw.work or being processed
-	armed    bool  // epoll interest armed (EPOLLONESHOT not yet consumed)
-	blocked  bool  // the last write hit EAGAIN: wait for EPOLLOUT
-	liveMark bool  // on a live reader's list of connections to flush
-	ws       bool  // WebSocket: frames travel in binary messages
-	appLen   uint8 // len(app): names are at most 128 bytes
-	userLen  uint8
-	rateWin  uint8  // low byte of the second rateN counts in
-	rateN    uint16 // frames (not ACKs) received in that second
-	outOff   int32  // bytes of out already written (out is bounded by max_out_bytes)
+	mu        sync.Mutex
+	deadline  int64  // unix seconds: see wheel
+	events    uint32 // pending events for the worker
+	hb        uint16 // heartbeat interval in seconds agreed with the device (≤ 65535: config checks heartbeat_max)
+	outFrames uint16 // frames in out not yet written whole (saturating; herald_gateway_outbound_frames_pending)
+	state     uint8
+	closed    bool
+	queued    bool  // in gw.work or being processed
+	armed     bool  // epoll interest armed (EPOLLONESHOT not yet consumed)
+	blocked   bool  // the last write hit EAGAIN: wait for EPOLLOUT
+	liveMark  bool  // on a live reader's list of connections to flush
+	ws        bool  // WebSocket: frames travel in binary messages
+	appLen    uint8 // len(app): names are at most 128 bytes
+	userLen   uint8
+	rateWin   uint8  // low byte of the second rateN counts in
+	rateN     uint16 // frames (not ACKs) received in that second
+	outOff    int32  // bytes of out already written (out is bounded by max_out_bytes)
 
 	rd  *readState // partial frames between reads; nil when none (worker-owned)
 	out []byte     // pending output from outPool; nil when none
@@ -266,6 +267,10 @@ func (c *conn) appendLocked(b []byte) {
 		c.appendRawLocked(appendWSHeader(h[:0], wsBinary, len(b)))
 	}
 	c.appendRawLocked(b)
+	if c.outFrames < 0xffff {
+		c.outFrames++
+		c.gw.outFrames.Add(1)
+	}
 }
 
 // appendRawLocked queues bytes as they are. c.mu must be held.
@@ -326,6 +331,8 @@ func (c *conn) flush() {
 }
 
 func (c *conn) releaseOutLocked() {
+	c.gw.outFrames.Add(-int64(c.outFrames))
+	c.outFrames = 0
 	if c.out == nil {
 		return
 	}
@@ -468,10 +475,14 @@ func (c *conn) touchLocked() {
 
 // idleDeadline is how long a device may stay silent: two heartbeat
 // intervals, so one lost PING is not fatal.
-func idleDeadline(hb uint32) int64 { return 2 * int64(hb) }
+func idleDeadline(hb uint16) int64 { return 2 * int64(hb) }
 
 // heartbeat clamps a device's requested interval to the configured bounds.
-func (gw *Gateway) heartbeat(requested uint32) uint32 {
+func (gw *Gateway) heartbeat(requested uint32) uint16 {
+	return uint16(gw.clampHeartbeat(requested))
+}
+
+func (gw *Gateway) clampHeartbeat(requested uint32) uint32 {
 	min, max := uint32(gw.cfg.HeartbeatMin/time.Second), uint32(gw.cfg.HeartbeatMax/time.Second)
 	if requested == 0 {
 		return uint32(gw.cfg.Heartbeat / time.Second)

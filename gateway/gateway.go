@@ -68,12 +68,14 @@ type Gateway struct {
 	ips     *ipLimiter            // nil: no per-address limit
 	tls     *tls.Config           // nil: plain TCP
 	ops     opsState              // registry, drain, replays (ops.go)
+	acks    ackSampler            // ACK latency samples (acklat.go)
 
 	dirtyMu  sync.Mutex
 	dirty    []*sub // subs whose acked cursor is ahead of KV
 	flushNow chan struct{}
 
 	outPending atomic.Int64 // bytes queued for devices, all connections
+	outFrames  atomic.Int64 // frames queued for devices, all connections
 	heldBytes  atomic.Int64 // live frames held by syncing subs (maxHeldBytes)
 	storming   atomic.Bool  // the shared scanner is serving a storm
 	stopping   atomic.Bool

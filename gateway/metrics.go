@@ -50,6 +50,7 @@ type gwMetrics struct {
 	tlsFailures    *metrics.Counter
 	drained        *metrics.Counter
 	replays        *metrics.Counter
+	ackLat         *metrics.Histogram
 }
 
 func newMetrics(gw *Gateway) *gwMetrics {
@@ -91,6 +92,7 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		tlsFailures:    s.NewCounter(`herald_gateway_errors_total{kind="tls_handshake"}`),
 		drained:        s.NewCounter(`herald_gateway_drained_total`),
 		replays:        s.NewCounter(`herald_gateway_replays_total`),
+		ackLat:         s.NewHistogram(`herald_gateway_ack_latency_seconds`),
 	}
 	for _, c := range wire.Codes() {
 		m.disconnects[c] = s.NewCounter(fmt.Sprintf(`herald_gateway_disconnects_total{reason=%q}`, c.String()))
@@ -108,6 +110,29 @@ func newMetrics(gw *Gateway) *gwMetrics {
 	s.NewGauge(`herald_gateway_nats_subscriptions`, func() float64 { return float64(gw.chans.len()) })
 	s.NewGauge(`herald_gateway_outbound_bytes_pending`, func() float64 { return float64(gw.outPending.Load()) })
 	s.NewGauge(`herald_gateway_held_bytes`, func() float64 { return float64(gw.heldBytes.Load()) })
+	s.NewGauge(`herald_gateway_outbound_frames_pending`, func() float64 { return float64(gw.outFrames.Load()) })
+	s.NewGauge(`herald_gateway_inbound_queue{queue="readiness"}`, func() float64 { return float64(len(gw.work)) })
+	s.NewGauge(`herald_gateway_inbound_queue{queue="live"}`, func() float64 {
+		n := 0
+		for _, ch := range gw.live {
+			n += len(ch)
+		}
+		return float64(n)
+	})
+	s.NewGauge(`herald_gateway_catchup_backlog`, func() float64 { return float64(len(gw.catchup) + len(gw.shared)) })
+	s.NewGauge(`herald_up{component="gateway"}`, func() float64 { return 1 })
+	s.NewGauge(`herald_ready{component="gateway"}`, func() float64 {
+		if gw.stopping.Load() || gw.ops.draining.Load() || !gw.nc.IsConnected() {
+			return 0
+		}
+		return 1
+	})
+	s.NewGauge(`herald_gateway_draining`, func() float64 {
+		if gw.ops.draining.Load() {
+			return 1
+		}
+		return 0
+	})
 	return m
 }
 

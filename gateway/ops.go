@@ -355,4 +355,3 @@ func (c *conn) replay(from uint64) bool {
 	c.schedule(evFlush)
 	return true
 }
-

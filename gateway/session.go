@@ -202,7 +202,7 @@ func (c *conn) handleConnect(body []byte) bool {
 	c.state = stateReady
 	c.deadline = gw.wheel.Now() + idleDeadline(c.hb)
 	c.subs = subs
-	ack.Heartbeat = c.hb
+	ack.Heartbeat = uint32(c.hb)
 	// CONNACK goes out before any PUSH: queue it before the channels are live.
 	c.appendLocked(ack.Append(nil))
 	if replaying {
@@ -265,6 +265,9 @@ func (c *conn) handleAck(slot uint32, seq uint64) bool {
 	mark := !s.dirty
 	s.dirty = true
 	c.mu.Unlock()
+	if d, ok := c.gw.acks.acked(s, seq); ok {
+		c.gw.m.ackLat.Update(d.Seconds())
+	}
 	if mark {
 		c.gw.markDirty(s)
 	}
