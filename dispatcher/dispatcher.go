@@ -177,6 +177,9 @@ func (ds *Dispatcher) route(ctx *fasthttp.RequestCtx) {
 			ds.handlePush(ctx, app)
 		case ok:
 			route = ds.routeApp(ctx, app, rest)
+		case path == "/ui" || strings.HasPrefix(path, "/ui/"):
+			route = "ui"
+			ds.serveUI(ctx, path)
 		case strings.HasPrefix(path, "/v1/admin/"):
 			route = ds.routeAdmin(ctx, path)
 		default:
