@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -127,4 +128,51 @@ func TestCtlAndReplay(t *testing.T) {
 	if resp.StatusCode != 503 {
 		t.Fatalf("/readyz while draining: %d", resp.StatusCode)
 	}
+}
+
+// The README's ops section runs as written (HERALD_API points ctl at the
+// test's herald): each command succeeds and prints its table.
+func TestReadmeOps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := string(readme)
+	i, j := strings.Index(sec, "<!-- ops -->"), strings.Index(sec, "<!-- /ops -->")
+	if i < 0 || j < i {
+		t.Fatal("README has no <!-- ops --> section")
+	}
+	block := regexp.MustCompile("(?s)```sh\n(.*?)```").FindStringSubmatch(sec[i:j])
+	if block == nil {
+		t.Fatal("the ops section has no sh block")
+	}
+	h := startServe(t)
+	col := newCollector()
+	dev := device(t, h.dev, "alice", "phone", col, nil)
+	waitFor(t, 10*time.Second, "connect", func() bool { return dev.Connects() == 1 })
+	push(t, "http://"+h.api, "alice", "hello")
+	col.waitCount(t, 1, 5*time.Second)
+	waitFor(t, 10*time.Second, "the cursor", func() bool {
+		return strings.Contains(h.ctl(t, "user", "--app", "demo", "--user", "alice"), "phone")
+	})
+	want := map[string]string{"gateways": "CONNECTIONS", "user": "LAG", "messages": `"hello"`, "replay": "replay of u.alice", "stream": "HERALD"}
+	lines := strings.Split(strings.TrimSpace(block[1]), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("the ops section has %d commands; this test knows %d", len(lines), len(want))
+	}
+	for _, line := range lines {
+		p := start(t, h.dir, "HERALD_API=http://"+h.api+" "+strings.Replace(line, "./bin/herald", h.bin, 1))
+		if err := p.wait(t, 20*time.Second); err != nil {
+			t.Fatalf("%s: %v\n%s", line, err, p.out.String())
+		}
+		cmd := strings.Fields(line)[2]
+		if !strings.Contains(p.out.String(), want[cmd]) {
+			t.Fatalf("%s printed:\n%s", line, p.out.String())
+		}
+	}
+	// The replay reached the connected device: hello again.
+	col.waitCount(t, 2, 10*time.Second)
 }

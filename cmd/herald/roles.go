@@ -100,8 +100,10 @@ Try it (in two other terminals):
   ./bin/herald listen --addr %s --app demo --user alice --secret demo-secret --count 1
   ./bin/herald push --api http://%s --key demo-key --app demo --user alice --data hello
 
+Dashboard: http://%s/ui/ and a device in the browser: http://%s/ui/demo (admin key dev-admin-key)
+Operate it: ./bin/herald ctl --api http://%s gateways
 Stop with Ctrl-C.
-`, dev, api)
+`, dev, api, api, api, api)
 	}
 }
 
