@@ -51,6 +51,17 @@ type Config struct {
 	// turns TLS on too). Default: the system's roots, the server name
 	// taken from Addr.
 	TLS *tls.Config
+	// Locator, instead of Addr, is the base URL of herald's HTTP API: before
+	// each connection the client asks GET /v1/gateways for candidates,
+	// probes them at once (PROBE) and keeps the first to answer — a loaded
+	// gateway answers late, so devices flow to idle ones.
+	Locator string
+	// Fallback are gateway TCP addresses probed when the locator cannot be
+	// reached (DNS, HTTP failure) or is not set.
+	Fallback []string
+	// Probe bounds how many candidates are probed at once. Default 3 (or
+	// what the locator says).
+	Probe int
 	// App and Device identify the device; the token must be for them.
 	App, Device string
 	// Token returns a device token; it is called before every connection
@@ -153,8 +164,8 @@ type Client struct {
 // New checks cfg and returns a Client.
 func New(cfg Config) (*Client, error) {
 	switch {
-	case cfg.Addr == "":
-		return nil, errors.New("client: Addr is required")
+	case cfg.Addr == "" && cfg.Locator == "" && len(cfg.Fallback) == 0:
+		return nil, errors.New("client: Addr (or Locator or Fallback) is required")
 	case cfg.App == "" || cfg.Device == "":
 		return nil, errors.New("client: App and Device are required")
 	case cfg.Token == nil:
@@ -193,6 +204,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.SyncPage <= 0 {
 		cfg.SyncPage = 500
+	}
+	if cfg.Probe <= 0 {
+		cfg.Probe = 3
 	}
 	c := &Client{cfg: cfg, cursors: cursors, hb: adaptive{cur: cfg.Heartbeat, growAfter: cfg.HeartbeatGrowAfter},
 		topics: map[string]bool{}, ups: map[string]chan wire.UpAck{}}
@@ -270,9 +284,9 @@ type handlerError struct{ err error }
 
 func (h handlerError) Error() string { return h.err.Error() }
 
-// dialTCP dials the gateway's TCP address, over TLS when asked.
-func (c *Client) dialTCP(ctx context.Context) (net.Conn, error) {
-	addr, secure := strings.CutPrefix(c.cfg.Addr, "tls://")
+// dialTCP dials a gateway's TCP address, over TLS when asked.
+func (c *Client) dialTCP(ctx context.Context, target string) (net.Conn, error) {
+	addr, secure := strings.CutPrefix(target, "tls://")
 	nc, err := c.cfg.Dial(ctx, "tcp", addr)
 	if err != nil || (!secure && c.cfg.TLS == nil) {
 		return nc, err
@@ -303,10 +317,14 @@ func (c *Client) session(ctx context.Context) (connected bool, err error) {
 	var nc net.Conn
 	var r io.Reader
 	var w io.Writer
-	if isWebSocket(c.cfg.Addr) {
+	switch {
+	case c.cfg.Addr == "":
+		nc, err = c.dialProbed(dctx)
+		r, w = nc, nc
+	case isWebSocket(c.cfg.Addr):
 		nc, r, w, err = dialWS(dctx, c.cfg.Addr, c.cfg.Dial, c.cfg.TLS)
-	} else {
-		nc, err = c.dialTCP(dctx)
+	default:
+		nc, err = c.dialTCP(dctx, c.cfg.Addr)
 		r, w = nc, nc
 	}
 	if err != nil {

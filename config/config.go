@@ -60,7 +60,8 @@ type Store struct {
 	MaxPerChannel int64 `yaml:"max_per_channel"`
 	// DuplicateWindow is how long an idempotency key is remembered. Default 2m.
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
-	// Replicas is the stream and KV replication factor. Default 1.
+	// Replicas is the stream and KV replication factor. 0 (the default)
+	// chooses: 3 when the NATS cluster has 3 or more servers, else 1.
 	Replicas int `yaml:"replicas"`
 }
 
@@ -86,6 +87,26 @@ type API struct {
 	PublishRate float64 `yaml:"publish_rate"`
 	// TLS serves the HTTP API over HTTPS when a certificate is given.
 	TLS TLS `yaml:"tls"`
+	// Locator configures GET /v1/gateways, where devices ask which
+	// gateways to probe.
+	Locator Locator `yaml:"locator"`
+}
+
+// Locator configures the gateway locator.
+type Locator struct {
+	// Probe is how many candidates a device is given (and probes at once).
+	// Default 3.
+	Probe int `yaml:"probe"`
+	// Canary sends a fixed share of devices — by a hash of app and device,
+	// so a device stays on its side — to the gateways of a version (gray
+	// release). The other devices go to gateways of no canary version.
+	Canary []Canary `yaml:"canary"`
+}
+
+// Canary is one gray-release rule.
+type Canary struct {
+	Version string  `yaml:"version"`
+	Share   float64 `yaml:"share"` // 0..1
 }
 
 // TLS names a PEM certificate (chain) and its private key. Both empty: plain TCP.
@@ -167,6 +188,11 @@ type Gateway struct {
 	DrainInterval time.Duration `yaml:"drain_interval"`
 	// DrainTimeout bounds a drain; devices left then are closed. Default 60s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// ProbeThreshold is the load (connections / capacity) above which the
+	// gateway delays its PROBE_REPLY, in proportion to the excess, up to
+	// ProbeMaxDelay at full load. Defaults 0.8 and 1s.
+	ProbeThreshold float64       `yaml:"probe_threshold"`
+	ProbeMaxDelay  time.Duration `yaml:"probe_max_delay"`
 }
 
 // App is an app seeded from configuration: written to the apps bucket when
@@ -242,7 +268,6 @@ func Default() Config {
 			MaxAge:          7 * 24 * time.Hour,
 			MaxPerChannel:   10000,
 			DuplicateWindow: 2 * time.Minute,
-			Replicas:        1,
 		},
 		API: API{
 			Listen:         "127.0.0.1:8080",
@@ -250,6 +275,7 @@ func Default() Config {
 			MaxBody:        1 << 20,
 			ReadTimeout:    10 * time.Second,
 			PublishTimeout: 5 * time.Second,
+			Locator:        Locator{Probe: 3},
 		},
 		Gateway: Gateway{
 			Listen:         "127.0.0.1:7070",
@@ -271,6 +297,8 @@ func Default() Config {
 			DrainBatch:     500,
 			DrainInterval:  100 * time.Millisecond,
 			DrainTimeout:   time.Minute,
+			ProbeThreshold: 0.8,
+			ProbeMaxDelay:  time.Second,
 		},
 	}
 }
@@ -344,7 +372,9 @@ func (c *Config) Validate() error {
 	positive("store.max_age", int64(c.Store.MaxAge))
 	positive("store.max_per_channel", c.Store.MaxPerChannel)
 	positive("store.duplicate_window", int64(c.Store.DuplicateWindow))
-	positive("store.replicas", int64(c.Store.Replicas))
+	if c.Store.Replicas < 0 || c.Store.Replicas > 5 {
+		errs = append(errs, fieldErr("store.replicas", "must be within [0, 5] (0: automatic)"))
+	}
 	positive("api.max_payload", int64(c.API.MaxPayload))
 	positive("api.max_body", int64(c.API.MaxBody))
 	positive("api.read_timeout", int64(c.API.ReadTimeout))
@@ -379,8 +409,21 @@ func (c *Config) Validate() error {
 	if c.Gateway.Capacity <= 0 || c.Gateway.DrainBatch <= 0 || c.Gateway.DrainInterval <= 0 || c.Gateway.DrainTimeout <= 0 {
 		errs = append(errs, fieldErr("gateway.capacity", "capacity, drain_batch, drain_interval and drain_timeout must be > 0"))
 	}
+	if c.Gateway.ProbeThreshold <= 0 || c.Gateway.ProbeThreshold >= 1 || c.Gateway.ProbeMaxDelay < 0 {
+		errs = append(errs, fieldErr("gateway.probe_threshold", "must be within (0, 1), and probe_max_delay >= 0"))
+	}
 	if c.Gateway.MaxConnsPerIP < 0 {
 		errs = append(errs, fieldErr("gateway.max_conns_per_ip", "must be >= 0"))
+	}
+	if c.API.Locator.Probe < 1 || c.API.Locator.Probe > 16 {
+		errs = append(errs, fieldErr("api.locator.probe", "must be within [1, 16]"))
+	}
+	share := 0.0
+	for i, r := range c.API.Locator.Canary {
+		share += r.Share
+		if r.Version == "" || r.Share <= 0 || share > 1 {
+			errs = append(errs, fieldErr(fmt.Sprintf("api.locator.canary[%d]", i), "a version and a share in (0, 1] are required; shares add up to at most 1"))
+		}
 	}
 	if c.API.PublishRate < 0 {
 		errs = append(errs, fieldErr("api.publish_rate", "must be >= 0"))

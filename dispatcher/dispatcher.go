@@ -47,6 +47,7 @@ type Dispatcher struct {
 	log      *slog.Logger
 	m        *dMetrics
 	limiter  *publishLimiter
+	registry registryCache
 	admins   []string // SHA-256 hashes of the admin keys
 	srv      *fasthttp.Server
 	ln       net.Listener
@@ -177,6 +178,13 @@ func (ds *Dispatcher) route(ctx *fasthttp.RequestCtx) {
 			ds.handlePush(ctx, app)
 		case ok:
 			route = ds.routeApp(ctx, app, rest)
+		case path == "/v1/gateways":
+			route = "locator"
+			if !ctx.IsGet() {
+				ds.methodNotAllowed(ctx, "GET")
+				break
+			}
+			ds.locate(ctx)
 		case path == "/ui" || strings.HasPrefix(path, "/ui/"):
 			route = "ui"
 			ds.serveUI(ctx, path)

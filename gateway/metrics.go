@@ -51,6 +51,7 @@ type gwMetrics struct {
 	drained        *metrics.Counter
 	replays        *metrics.Counter
 	ackLat         *metrics.Histogram
+	probesDelayed  *metrics.Counter
 }
 
 func newMetrics(gw *Gateway) *gwMetrics {
@@ -93,6 +94,7 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		drained:        s.NewCounter(`herald_gateway_drained_total`),
 		replays:        s.NewCounter(`herald_gateway_replays_total`),
 		ackLat:         s.NewHistogram(`herald_gateway_ack_latency_seconds`),
+		probesDelayed:  s.NewCounter(`herald_gateway_probes_delayed_total`),
 	}
 	for _, c := range wire.Codes() {
 		m.disconnects[c] = s.NewCounter(fmt.Sprintf(`herald_gateway_disconnects_total{reason=%q}`, c.String()))

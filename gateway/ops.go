@@ -355,3 +355,31 @@ func (c *conn) replay(from uint64) bool {
 	c.schedule(evFlush)
 	return true
 }
+
+// handleProbe answers PROBE before CONNECT: at once while the gateway's
+// load is under probe_threshold, later in proportion to the excess (up to
+// probe_max_delay at full load), so that a device probing several gateways
+// keeps an idle one.
+func (c *conn) handleProbe(body []byte) bool {
+	var p wire.Probe
+	if err := p.Decode(body); err != nil {
+		c.fail(wire.CodeMalformed, "malformed PROBE")
+		return false
+	}
+	gw := c.gw
+	load := float64(gw.conns.len()) / float64(gw.cfg.Capacity)
+	reply := (&wire.ProbeReply{Nonce: p.Nonce, Load: uint32(min(load*1000, 1e9)), ID: []byte(gw.ops.id)}).Append(nil)
+	thr := gw.cfg.ProbeThreshold
+	if gw.ops.draining.Load() {
+		load = 1 // a draining gateway is the last choice
+	}
+	if load <= thr {
+		c.send(reply, wire.TypeProbeReply)
+		return true
+	}
+	excess := min((load-thr)/(1-thr), 1)
+	delay := time.Duration(excess * float64(gw.cfg.ProbeMaxDelay))
+	gw.m.probesDelayed.Inc()
+	time.AfterFunc(delay, func() { c.send(reply, wire.TypeProbeReply) })
+	return true
+}

@@ -37,6 +37,8 @@ func (c *conn) handleFrame(t wire.Type, body []byte) bool {
 	switch {
 	case state == stateConnecting && t == wire.TypeConnect:
 		return c.handleConnect(body)
+	case state == stateConnecting && t == wire.TypeProbe:
+		return c.handleProbe(body)
 	case state == stateConnecting:
 		c.fail(wire.CodeUnexpected, "the first frame must be CONNECT")
 		return false

@@ -87,3 +87,45 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 	}
 	return nc, nil
 }
+
+// StartFromFile starts one nats-server node from a NATS configuration file
+// (the server's own format: listen, server_name, jetstream { store_dir },
+// cluster { name, listen, routes }) — `herald nats --config FILE`. JetStream
+// is required: herald keeps everything in it. The node logs through log.
+func StartFromFile(path string, log *slog.Logger) (*server.Server, error) {
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("hnats: %s: %w", path, err)
+	}
+	if !opts.JetStream {
+		return nil, fmt.Errorf("hnats: %s: JetStream is off; herald needs jetstream { store_dir: ... }", path)
+	}
+	if opts.ServerName == "" {
+		return nil, fmt.Errorf("hnats: %s: server_name is required (JetStream clusters name their nodes)", path)
+	}
+	if opts.MaxPending < 64<<20 {
+		opts.MaxPending = 64 << 20 // gateways subscribe once per online user channel
+	}
+	opts.NoSigs = true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("hnats: cannot create server: %w", err)
+	}
+	srv.SetLoggerV2(slogAdapter{log}, opts.Debug, opts.Trace, false)
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, errors.New("hnats: nats-server not ready after 30s (is a port in use?)")
+	}
+	return srv, nil
+}
+
+// slogAdapter is nats-server's logger on slog.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) Noticef(format string, v ...any) { a.l.Info(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }

@@ -87,11 +87,31 @@ func UpStreamConfig(cfg config.Store) jetstream.StreamConfig {
 // single 5,000-message catch-up test and a busy gateway's UPs.
 const maxAsyncPending = 1 << 16
 
+// AutoReplicas is the replication factor for the cluster nc is connected
+// to: 3 when it has 3 or more servers (as the servers announce each other
+// to clients), 1 for a single server.
+func AutoReplicas(nc *nats.Conn) int {
+	if nc.ConnectedClusterName() == "" {
+		return 1
+	}
+	seen := map[string]bool{}
+	for _, u := range nc.Servers() {
+		seen[u] = true
+	}
+	if len(seen) >= 3 {
+		return 3
+	}
+	return 1
+}
+
 // Open creates or updates the stream and buckets and returns a Store.
 func Open(ctx context.Context, nc *nats.Conn, cfg config.Store) (*Store, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(maxAsyncPending))
 	if err != nil {
 		return nil, fmt.Errorf("offline: %w", err)
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = AutoReplicas(nc)
 	}
 	stream, err := js.CreateOrUpdateStream(ctx, StreamConfig(cfg))
 	if err != nil {

@@ -191,6 +191,55 @@ func (f *Resync) Decode(body []byte) error {
 	return r.err
 }
 
+// Probe asks a gateway, before CONNECT, how soon it would serve: a device
+// probes several gateways at once and keeps the connection of the first
+// PROBE_REPLY. Nonce is echoed.
+//
+//	nonce u
+type Probe struct{ Nonce uint64 }
+
+// Append appends the whole frame to dst.
+func (f *Probe) Append(dst []byte) []byte {
+	dst = appendHeader(dst, TypeProbe, uvlen(f.Nonce))
+	return binary.AppendUvarint(dst, f.Nonce)
+}
+
+// Decode decodes a PROBE body.
+func (f *Probe) Decode(body []byte) error {
+	r := reader{b: body}
+	f.Nonce = r.uvarint()
+	return r.err
+}
+
+// ProbeReply answers PROBE — late when the gateway is loaded: the delay is
+// what steers devices to idle gateways. Load is connections per thousand
+// of the gateway's capacity; ID names the gateway.
+//
+//	nonce u, load u32, id b
+type ProbeReply struct {
+	Nonce uint64
+	Load  uint32
+	ID    []byte
+}
+
+// Append appends the whole frame to dst.
+func (f *ProbeReply) Append(dst []byte) []byte {
+	dst = appendHeader(dst, TypeProbeReply, uvlen(f.Nonce)+uvlen(uint64(f.Load))+uvlen(uint64(len(f.ID)))+len(f.ID))
+	dst = binary.AppendUvarint(dst, f.Nonce)
+	dst = binary.AppendUvarint(dst, uint64(f.Load))
+	dst = binary.AppendUvarint(dst, uint64(len(f.ID)))
+	return append(dst, f.ID...)
+}
+
+// Decode decodes a PROBE_REPLY body.
+func (f *ProbeReply) Decode(body []byte) error {
+	r := reader{b: body}
+	f.Nonce = r.uvarint()
+	f.Load = r.u32()
+	f.ID = r.bytes(MaxNameLen)
+	return r.err
+}
+
 // Up is a message from the device to its app's backend. ID is the device's
 // idempotency key: a retried UP with the same id is stored once. The payload
 // is the rest of the body.

@@ -31,46 +31,50 @@ const MaxHeaderLen = 1 + binary.MaxVarintLen32
 // Type is a frame type. The values are part of the protocol.
 type Type uint8
 
-// Frame types. Values 0x12..0x1f are reserved for frames later versions
-// add (PROBE, ...); docs/protocol.md lists them.
+// Frame types. Values 0x14..0x1f are reserved for frames later versions
+// add; docs/protocol.md lists them.
 const (
-	TypeConnect Type = 0x01
-	TypeConnAck Type = 0x02
-	TypePush    Type = 0x03
-	TypeAck     Type = 0x04
-	TypePing    Type = 0x05
-	TypePong    Type = 0x06
-	TypeError   Type = 0x07
-	TypeGoAway  Type = 0x08
-	TypeSub     Type = 0x09
-	TypeSubAck  Type = 0x0a
-	TypeUnsub   Type = 0x0b
-	TypeNotify  Type = 0x0c
-	TypeSync    Type = 0x0d
-	TypeRevoke  Type = 0x0e
-	TypeUp      Type = 0x0f
-	TypeUpAck   Type = 0x10
-	TypeResync  Type = 0x11
+	TypeConnect    Type = 0x01
+	TypeConnAck    Type = 0x02
+	TypePush       Type = 0x03
+	TypeAck        Type = 0x04
+	TypePing       Type = 0x05
+	TypePong       Type = 0x06
+	TypeError      Type = 0x07
+	TypeGoAway     Type = 0x08
+	TypeSub        Type = 0x09
+	TypeSubAck     Type = 0x0a
+	TypeUnsub      Type = 0x0b
+	TypeNotify     Type = 0x0c
+	TypeSync       Type = 0x0d
+	TypeRevoke     Type = 0x0e
+	TypeUp         Type = 0x0f
+	TypeUpAck      Type = 0x10
+	TypeResync     Type = 0x11
+	TypeProbe      Type = 0x12
+	TypeProbeReply Type = 0x13
 )
 
 var typeNames = [...]string{
-	TypeConnect: "CONNECT",
-	TypeConnAck: "CONNACK",
-	TypePush:    "PUSH",
-	TypeAck:     "ACK",
-	TypePing:    "PING",
-	TypePong:    "PONG",
-	TypeError:   "ERROR",
-	TypeGoAway:  "GOAWAY",
-	TypeSub:     "SUB",
-	TypeSubAck:  "SUBACK",
-	TypeUnsub:   "UNSUB",
-	TypeNotify:  "NOTIFY",
-	TypeSync:    "SYNC",
-	TypeRevoke:  "REVOKE",
-	TypeUp:      "UP",
-	TypeUpAck:   "UPACK",
-	TypeResync:  "RESYNC",
+	TypeConnect:    "CONNECT",
+	TypeConnAck:    "CONNACK",
+	TypePush:       "PUSH",
+	TypeAck:        "ACK",
+	TypePing:       "PING",
+	TypePong:       "PONG",
+	TypeError:      "ERROR",
+	TypeGoAway:     "GOAWAY",
+	TypeSub:        "SUB",
+	TypeSubAck:     "SUBACK",
+	TypeUnsub:      "UNSUB",
+	TypeNotify:     "NOTIFY",
+	TypeSync:       "SYNC",
+	TypeRevoke:     "REVOKE",
+	TypeUp:         "UP",
+	TypeUpAck:      "UPACK",
+	TypeResync:     "RESYNC",
+	TypeProbe:      "PROBE",
+	TypeProbeReply: "PROBE_REPLY",
 }
 
 // Known reports whether t is a frame type of this version.

@@ -162,7 +162,7 @@ func TestSplitErrors(t *testing.T) {
 	f("empty", nil, 100, ErrShort)
 	f("type only", []byte{byte(TypePush)}, 100, ErrShort)
 	f("type zero", []byte{0x00, 0x00}, 100, ErrUnknownType)
-	f("reserved type", []byte{0x12, 0x00}, 100, ErrUnknownType)
+	f("reserved type", []byte{0x14, 0x00}, 100, ErrUnknownType)
 	f("high type", []byte{0xff, 0x00}, 100, ErrUnknownType)
 	f("length over max", []byte{byte(TypePush), 0x80, 0x01}, 100, ErrTooLarge)
 	f("huge length", []byte{byte(TypePush), 0xff, 0xff, 0xff, 0xff, 0x0f}, DefaultMaxFrame, ErrTooLarge)

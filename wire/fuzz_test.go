@@ -24,6 +24,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add((&Up{ID: []byte("m-1"), Payload: []byte("hi")}).Append(nil))
 	f.Add((&UpAck{ID: []byte("m-1"), Seq: 3, Duplicate: true}).Append(nil))
 	f.Add((&Resync{Slot: 0, From: 42}).Append(nil))
+	f.Add((&Probe{Nonce: 7}).Append(nil))
+	f.Add((&ProbeReply{Nonce: 7, Load: 1500, ID: []byte("gw-1")}).Append(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		const max = 4096
 		for len(b) > 0 {
@@ -133,6 +135,24 @@ func FuzzDecode(f *testing.F) {
 					_, body2, _, _ := Split(r.Append(nil), max)
 					if q.Decode(body2) != nil || q != r {
 						t.Fatalf("RESYNC does not round-trip: %+v", r)
+					}
+				}
+			case TypeProbe:
+				var p Probe
+				if p.Decode(body) == nil {
+					var q Probe
+					_, body2, _, _ := Split(p.Append(nil), max)
+					if q.Decode(body2) != nil || q != p {
+						t.Fatalf("PROBE does not round-trip: %+v", p)
+					}
+				}
+			case TypeProbeReply:
+				var p ProbeReply
+				if p.Decode(body) == nil {
+					var q ProbeReply
+					_, body2, _, _ := Split(p.Append(nil), max)
+					if q.Decode(body2) != nil || q.Nonce != p.Nonce || q.Load != p.Load || !bytes.Equal(q.ID, p.ID) {
+						t.Fatalf("PROBE_REPLY does not round-trip: %+v", p)
 					}
 				}
 			case TypeUpAck:

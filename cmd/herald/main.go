@@ -16,6 +16,7 @@ const usage = `herald — real-time push over NATS JetStream
 
 Usage:
   herald serve [--dev] [flags]     run NATS, dispatcher and gateway in one process
+  herald nats --config FILE        run one NATS node of a cluster (a nats-server config file)
   herald gateway --nats URL        run a standalone device gateway
   herald dispatcher --nats URL     run a standalone HTTP API
   herald listen [flags]            connect as a device and print messages as JSON lines
@@ -44,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "serve":
 		err = serve(rest, stdout, stderr)
+	case "nats":
+		err = natsCmd(rest, stdout, stderr)
 	case "gateway":
 		err = gatewayCmd(rest, stdout, stderr)
 	case "dispatcher":
