@@ -6,7 +6,7 @@ BIN     := bin/herald
 # 15 minutes on 2 cores, and no test may hang: -timeout bounds the whole run.
 TESTFLAGS ?= -race -count=1 -timeout 12m
 
-.PHONY: build run test vet fuzz clean
+.PHONY: build run test vet fuzz clean cluster cluster-stop
 
 build:
 	$(GO) build -o $(BIN) ./cmd/herald
@@ -26,6 +26,13 @@ fuzz:
 	$(GO) test ./wire -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzParseWSHeader -fuzztime $(FUZZTIME)
 	$(GO) test ./dispatcher -run '^$$' -fuzz FuzzParsePush -fuzztime $(FUZZTIME)
+
+# The cluster topology as local processes (3 NATS, 2 dispatchers, 2 gateways).
+cluster: build
+	scripts/cluster.sh start
+
+cluster-stop:
+	scripts/cluster.sh stop
 
 clean:
 	rm -rf bin

@@ -104,6 +104,22 @@ func AutoReplicas(nc *nats.Conn) int {
 	return 1
 }
 
+// ensure runs one create-or-update of a stream or bucket, retrying with a
+// fresh 5 s deadline per attempt until ctx ends: when two processes create
+// the same replicated stream at the same moment (two dispatchers starting
+// together), JetStream may leave one request unanswered
+// (nats-io/nats.go#949); the retry finds the stream made and updates it.
+func ensure[T any](ctx context.Context, create func(context.Context) (T, error)) (T, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		v, err := create(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return v, err
+		}
+	}
+}
+
 // Open creates or updates the stream and buckets and returns a Store.
 func Open(ctx context.Context, nc *nats.Conn, cfg config.Store) (*Store, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(maxAsyncPending))
@@ -113,74 +129,90 @@ func Open(ctx context.Context, nc *nats.Conn, cfg config.Store) (*Store, error) 
 	if cfg.Replicas == 0 {
 		cfg.Replicas = AutoReplicas(nc)
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, StreamConfig(cfg))
+	stream, err := ensure(ctx, func(ctx context.Context) (jetstream.Stream, error) {
+		return js.CreateOrUpdateStream(ctx, StreamConfig(cfg))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("offline: cannot create stream %s: %w", StreamName, err)
 	}
-	cursors, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      CursorsBucket,
-		Description: "herald device cursors: highest acknowledged seq per device and channel",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		TTL:         cfg.MaxAge + 24*time.Hour, // a cursor outlives the messages it points into
+	cursors, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      CursorsBucket,
+			Description: "herald device cursors: highest acknowledged seq per device and channel",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+			TTL:         cfg.MaxAge + 24*time.Hour, // a cursor outlives the messages it points into
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", CursorsBucket, err)
 	}
-	apps, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      AppsBucket,
-		Description: "herald apps: hashed publisher keys, device secrets, limits",
-		History:     5,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
+	apps, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      AppsBucket,
+			Description: "herald apps: hashed publisher keys, device secrets, limits",
+			History:     5,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", AppsBucket, err)
 	}
-	up, err := js.CreateOrUpdateStream(ctx, UpStreamConfig(cfg))
+	up, err := ensure(ctx, func(ctx context.Context) (jetstream.Stream, error) {
+		return js.CreateOrUpdateStream(ctx, UpStreamConfig(cfg))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("offline: cannot create stream %s: %w", UpStreamName, err)
 	}
-	topics, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      TopicsBucket,
-		Description: "herald server-side topic subscriptions: the topics of each user",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
+	topics, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      TopicsBucket,
+			Description: "herald server-side topic subscriptions: the topics of each user",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", TopicsBucket, err)
 	}
-	recalls, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      RecallsBucket,
-		Description: "herald recalled messages, for delivery status",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		TTL:         cfg.MaxAge, // a recall is worth reporting as long as the message could have lived
+	recalls, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      RecallsBucket,
+			Description: "herald recalled messages, for delivery status",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+			TTL:         cfg.MaxAge, // a recall is worth reporting as long as the message could have lived
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", RecallsBucket, err)
 	}
-	gws, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      GatewaysBucket,
-		Description: "herald gateway registry: each live gateway refreshes its entry",
-		History:     1,
-		Storage:     jetstream.MemoryStorage,
-		Replicas:    cfg.Replicas,
-		TTL:         GatewayTTL, // a gateway that stops refreshing disappears
+	gws, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      GatewaysBucket,
+			Description: "herald gateway registry: each live gateway refreshes its entry",
+			History:     1,
+			Storage:     jetstream.MemoryStorage,
+			Replicas:    cfg.Replicas,
+			TTL:         GatewayTTL, // a gateway that stops refreshing disappears
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", GatewaysBucket, err)
 	}
-	replays, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      ReplaysBucket,
-		Description: "herald pending operator replays, per device",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		TTL:         cfg.MaxAge, // a replay of messages that are gone means nothing
+	replays, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      ReplaysBucket,
+			Description: "herald pending operator replays, per device",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+			TTL:         cfg.MaxAge, // a replay of messages that are gone means nothing
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", ReplaysBucket, err)
