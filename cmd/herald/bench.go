@@ -21,6 +21,7 @@ Scenarios:
   unicast            devices on the gateways, publishers POSTing to random users; throughput and latency
   broadcast          devices all receiving the app's broadcasts (or one topic); deliveries/s and fan-out latency
   storm              devices all cut at once, messages published while away; time to catch up, loss check
+  interest           what each NATS node of a cluster pays per online user's subscription (make cluster)
   baseline-gateway   a goroutine-per-connection gateway, to measure against (same bench)
 
 Every scenario targets loopback addresses only and stops by itself.
@@ -44,6 +45,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return benchStorm(args[1:], stdout, stderr)
 	case "broadcast":
 		return benchBroadcast(args[1:], stdout, stderr)
+	case "interest":
+		return benchInterest(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "herald bench: unknown scenario %q\n\n%s", args[0], benchUsage)
 		return errUsage
@@ -288,6 +291,27 @@ func benchBroadcast(args []string, stdout, stderr io.Writer) error {
 	}
 	if res.Lost > 0 || res.Duplicates > 0 {
 		return fmt.Errorf("broadcast: %d lost, %d shown twice or out of order", res.Lost, res.Duplicates)
+	}
+	return nil
+}
+
+func benchInterest(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herald bench interest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "a NATS node's client URL (the subscriptions go there)")
+	monitors := fs.String("monitors", "http://127.0.0.1:8222,http://127.0.0.1:8223,http://127.0.0.1:8224", "every node's monitoring URL (make cluster's by default)")
+	subs := fs.Int("subs", 100000, "subscriptions, one per simulated online user")
+	jsonOut := fs.String("json", "", "also write the result as JSON to this file")
+	if stop, err := parseFlags(fs, args); stop {
+		return err
+	}
+	res, err := bench.RunInterest(bench.InterestConfig{NATS: *natsURL, Monitors: splitList(*monitors), Subs: *subs, Timeout: time.Minute, Progress: stderr})
+	if err != nil {
+		return err
+	}
+	res.Table(stdout)
+	if *jsonOut != "" {
+		return bench.WriteJSON(*jsonOut, res)
 	}
 	return nil
 }
