@@ -194,6 +194,13 @@ func TestChaos(t *testing.T) {
 		f()
 	}
 	step(2*time.Second, "kill -9 gateway 1", func() { kill9(t, c.gw[0]) })
+	killed := time.Now()
+	waitFor(t, 15*time.Second, "the dead gateway to leave the registry", func() bool {
+		_, out := call(t, api, "chaos-admin-key", "GET", "/v1/admin/gateways", nil)
+		gws, _ := out["gateways"].([]any)
+		return len(gws) == 1
+	})
+	t.Logf("the killed gateway left the registry after %v", time.Since(killed).Round(100*time.Millisecond))
 	step(2*time.Second, "restart gateway 1", func() { c.startGateway(0) })
 	step(2*time.Second, "kill -9 NATS node 2", func() { kill9(t, c.nats[1]) })
 	step(3*time.Second, "restart NATS node 2", func() { c.startNATS(1); c.waitNATS(1) })
@@ -232,6 +239,22 @@ func TestChaos(t *testing.T) {
 	}
 	t.Logf("%d messages delivered to 2,000 devices exactly once and in order; %d devices reconnected; %d messages delivered from the store after a reconnect; %d publish retries",
 		total, reconnected, replayed, retries.Load())
+
+	// SIGTERM drains a gateway: its devices move to the other one, then it exits.
+	start := time.Now()
+	c.gw[1].cmd.Process.Signal(syscall.SIGTERM)
+	if err := c.gw[1].wait(t, 70*time.Second); err != nil {
+		t.Fatalf("gateway 2 after SIGTERM: %v\n%s", err, c.gw[1].out.String())
+	}
+	if out := c.gw[1].out.String(); !strings.Contains(out, "draining before exit") || !strings.Contains(out, "drained") {
+		t.Fatalf("gateway 2 did not drain:\n%s", out)
+	}
+	waitFor(t, 30*time.Second, "every device on gateway 1", func() bool {
+		_, st := call(t, api, "chaos-admin-key", "GET", "/v1/admin/gateways", nil)
+		gws, _ := st["gateways"].([]any)
+		return len(gws) == 1 && gws[0].(map[string]any)["connections"].(float64) == devices
+	})
+	t.Logf("SIGTERM drained gateway 2 in %v; its devices are on gateway 1", time.Since(start).Round(100*time.Millisecond))
 }
 
 func decodeJSONBody(resp *http.Response, v any) {
