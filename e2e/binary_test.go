@@ -251,16 +251,7 @@ func TestReadmeTopics(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sec := string(readme)
-	i, j := strings.Index(sec, "<!-- topics -->"), strings.Index(sec, "<!-- /topics -->")
-	if i < 0 || j < i {
-		t.Fatal("README has no <!-- topics --> section")
-	}
-	sec = sec[i:j]
+	sec := readmeSection(t, "topics")
 	var commands, expected []string
 	for _, block := range regexp.MustCompile("(?s)```(\\w*)\n(.*?)```").FindAllStringSubmatch(sec, -1) {
 		if block[1] == "sh" {
@@ -302,4 +293,20 @@ func TestReadmeTopics(t *testing.T) {
 	if got != want {
 		t.Fatalf("listener printed\n%s\nREADME promises\n%s", l.out.String(), expected[0])
 	}
+}
+
+// readmeSection returns the README's text between <!-- name --> and
+// <!-- /name --> (the parts tests run as written).
+func readmeSection(t testing.TB, name string) string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := string(readme)
+	i, j := strings.Index(sec, "<!-- "+name+" -->"), strings.Index(sec, "<!-- /"+name+" -->")
+	if i < 0 || j < i {
+		t.Fatalf("README has no <!-- %s --> section", name)
+	}
+	return sec[i:j]
 }

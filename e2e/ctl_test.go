@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -136,16 +135,7 @@ func TestReadmeOps(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sec := string(readme)
-	i, j := strings.Index(sec, "<!-- ops -->"), strings.Index(sec, "<!-- /ops -->")
-	if i < 0 || j < i {
-		t.Fatal("README has no <!-- ops --> section")
-	}
-	block := regexp.MustCompile("(?s)```sh\n(.*?)```").FindStringSubmatch(sec[i:j])
+	block := regexp.MustCompile("(?s)```sh\n(.*?)```").FindStringSubmatch(readmeSection(t, "ops"))
 	if block == nil {
 		t.Fatal("the ops section has no sh block")
 	}

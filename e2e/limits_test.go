@@ -76,10 +76,7 @@ func TestDeviceFrameRateAndTopicLimits(t *testing.T) {
 		burst = (&wire.Ack{Slot: 0, Seq: 0}).Append(burst)
 	}
 	d.send(burst)
-	d.send((&wire.Ping{}).Append(nil))
-	if typ, _, err := d.next(); err != nil || typ != wire.TypePong {
-		t.Fatalf("after 200 ACKs: %v %v", typ, err)
-	}
+	d.expectPong("after 200 ACKs")
 	// 30 PINGs in one burst are over 20 per second.
 	var pings []byte
 	for i := 0; i < 30; i++ {
@@ -99,10 +96,7 @@ func TestDeviceFrameRateAndTopicLimits(t *testing.T) {
 	for _, topic := range []string{"t.a", "t.b", "t.a"} { // t.a again is not a third
 		d2.send((&wire.Sub{Channel: []byte(topic)}).Append(nil))
 	}
-	d2.send((&wire.Ping{}).Append(nil))
-	if typ, _, err := d2.next(); err != nil || typ != wire.TypePong {
-		t.Fatalf("after two topics: %v %v", typ, err)
-	}
+	d2.expectPong("after two topics")
 	d2.send((&wire.Sub{Channel: []byte("t.c")}).Append(nil))
 	d2.expectError(wire.CodeTooManyChannels)
 }
@@ -145,19 +139,13 @@ func TestMaxDevicesPerUser(t *testing.T) {
 	if typ, _ := other.connect("lim", "tablet", mustToken(t, "lim-secret", "lim", "bob", "tablet")); typ != wire.TypeConnAck {
 		t.Fatalf("CONNECT of another user: %s", typ)
 	}
-	other.send((&wire.Ping{}).Append(nil))
-	if typ, _, err := other.next(); err != nil || typ != wire.TypePong {
-		t.Fatalf("another user's device: %v %v", typ, err)
-	}
+	other.expectPong("another user's device")
 	// A known device still reconnects.
 	again := dialRaw(t, addr)
 	if typ, _ := again.connect("lim", "phone", mustToken(t, "lim-secret", "lim", "ann", "phone")); typ != wire.TypeConnAck {
 		t.Fatalf("CONNECT of a known device: %s", typ)
 	}
-	again.send((&wire.Ping{}).Append(nil))
-	if typ, _, err := again.next(); err != nil || typ != wire.TypePong {
-		t.Fatalf("known device: %v %v", typ, err)
-	}
+	again.expectPong("known device")
 }
 
 func TestConnectionsPerAddress(t *testing.T) {

@@ -73,6 +73,15 @@ func (d *rawDevice) connect(app, dev, tok string) (wire.Type, []byte) {
 	return t, body
 }
 
+// expectPong sends PING and expects PONG: the connection is still served.
+func (d *rawDevice) expectPong(what string) {
+	d.t.Helper()
+	d.send((&wire.Ping{}).Append(nil))
+	if typ, _, err := d.next(); err != nil || typ != wire.TypePong {
+		d.t.Fatalf("%s: %v %v", what, typ, err)
+	}
+}
+
 // expectError reads until an ERROR frame with code, then expects the close.
 func (d *rawDevice) expectError(code wire.Code) {
 	d.t.Helper()

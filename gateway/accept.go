@@ -61,19 +61,28 @@ func (gw *Gateway) acceptLoop(ln net.Listener, ws bool) {
 		default:
 			// Out of descriptors (EMFILE/ENFILE) or memory: back off and
 			// try again (no new edge would come for what is queued).
-			if backoff == 0 {
-				backoff = 5 * time.Millisecond
-			} else if backoff < time.Second {
-				backoff *= 2
-			}
-			gw.m.acceptErrors.Inc()
-			gw.log.Warn("accept failed", "err", err, "retry_in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-gw.quit:
+			if !gw.acceptBackoff(&backoff, err) {
 				return
 			}
 		}
+	}
+}
+
+// acceptBackoff waits after a failed accept, doubling the wait up to a
+// second; it returns false when the gateway stops meanwhile.
+func (gw *Gateway) acceptBackoff(backoff *time.Duration, err error) bool {
+	if *backoff == 0 {
+		*backoff = 5 * time.Millisecond
+	} else if *backoff < time.Second {
+		*backoff *= 2
+	}
+	gw.m.acceptErrors.Inc()
+	gw.log.Warn("accept failed", "err", err, "retry_in", *backoff)
+	select {
+	case <-time.After(*backoff):
+		return true
+	case <-gw.quit:
+		return false
 	}
 }
 

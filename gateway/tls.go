@@ -34,19 +34,7 @@ func (gw *Gateway) acceptTLS(ln net.Listener, ws bool) {
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			if gw.stopping.Load() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if backoff == 0 {
-				backoff = 5 * time.Millisecond
-			} else if backoff < time.Second {
-				backoff *= 2
-			}
-			gw.m.acceptErrors.Inc()
-			gw.log.Warn("accept failed", "err", err, "retry_in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-gw.quit:
+			if gw.stopping.Load() || errors.Is(err, net.ErrClosed) || !gw.acceptBackoff(&backoff, err) {
 				return
 			}
 			continue

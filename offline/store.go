@@ -135,89 +135,49 @@ func Open(ctx context.Context, nc *nats.Conn, cfg config.Store) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("offline: cannot create stream %s: %w", StreamName, err)
 	}
-	cursors, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
-		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      CursorsBucket,
-			Description: "herald device cursors: highest acknowledged seq per device and channel",
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    cfg.Replicas,
-			TTL:         cfg.MaxAge + 24*time.Hour, // a cursor outlives the messages it points into
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", CursorsBucket, err)
-	}
-	apps, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
-		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      AppsBucket,
-			Description: "herald apps: hashed publisher keys, device secrets, limits",
-			History:     5,
-			Storage:     jetstream.FileStorage,
-			Replicas:    cfg.Replicas,
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", AppsBucket, err)
-	}
 	up, err := ensure(ctx, func(ctx context.Context) (jetstream.Stream, error) {
 		return js.CreateOrUpdateStream(ctx, UpStreamConfig(cfg))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("offline: cannot create stream %s: %w", UpStreamName, err)
 	}
-	topics, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
-		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      TopicsBucket,
-			Description: "herald server-side topic subscriptions: the topics of each user",
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    cfg.Replicas,
+	s := &Store{nc: nc, js: js, stream: stream, up: up}
+	for _, b := range s.buckets(cfg) {
+		kv, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+			return js.CreateOrUpdateKeyValue(ctx, b.cfg)
 		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", TopicsBucket, err)
+		if err != nil {
+			return nil, fmt.Errorf("offline: cannot create bucket %s: %w", b.cfg.Bucket, err)
+		}
+		*b.kv = kv
 	}
-	recalls, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
-		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      RecallsBucket,
-			Description: "herald recalled messages, for delivery status",
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    cfg.Replicas,
-			TTL:         cfg.MaxAge, // a recall is worth reporting as long as the message could have lived
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", RecallsBucket, err)
+	return s, nil
+}
+
+// bucket is one of the store's KV buckets: its configuration and the
+// Store field that holds it.
+type bucket struct {
+	cfg jetstream.KeyValueConfig
+	kv  *jetstream.KeyValue
+}
+
+// buckets lists the KV buckets Open creates and attach binds.
+func (s *Store) buckets(cfg config.Store) []bucket {
+	kv := func(name, desc string, history uint8, storage jetstream.StorageType, ttl time.Duration, field *jetstream.KeyValue) bucket {
+		return bucket{cfg: jetstream.KeyValueConfig{Bucket: name, Description: desc, History: history, Storage: storage, Replicas: cfg.Replicas, TTL: ttl}, kv: field}
 	}
-	gws, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
-		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      GatewaysBucket,
-			Description: "herald gateway registry: each live gateway refreshes its entry",
-			History:     1,
-			Storage:     jetstream.MemoryStorage,
-			Replicas:    cfg.Replicas,
-			TTL:         GatewayTTL, // a gateway that stops refreshing disappears
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", GatewaysBucket, err)
+	return []bucket{
+		// A cursor outlives the messages it points into.
+		kv(CursorsBucket, "herald device cursors: highest acknowledged seq per device and channel", 1, jetstream.FileStorage, cfg.MaxAge+24*time.Hour, &s.cursors),
+		kv(AppsBucket, "herald apps: hashed publisher keys, device secrets, limits", 5, jetstream.FileStorage, 0, &s.apps),
+		kv(TopicsBucket, "herald server-side topic subscriptions: the topics of each user", 1, jetstream.FileStorage, 0, &s.topics),
+		// A recall is worth reporting as long as the message could have lived.
+		kv(RecallsBucket, "herald recalled messages, for delivery status", 1, jetstream.FileStorage, cfg.MaxAge, &s.recalls),
+		// A gateway that stops refreshing its entry disappears.
+		kv(GatewaysBucket, "herald gateway registry: each live gateway refreshes its entry", 1, jetstream.MemoryStorage, GatewayTTL, &s.gws),
+		// A replay of messages that are gone means nothing.
+		kv(ReplaysBucket, "herald pending operator replays, per device", 1, jetstream.FileStorage, cfg.MaxAge, &s.replays),
 	}
-	replays, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
-		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      ReplaysBucket,
-			Description: "herald pending operator replays, per device",
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    cfg.Replicas,
-			TTL:         cfg.MaxAge, // a replay of messages that are gone means nothing
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("offline: cannot create bucket %s: %w", ReplaysBucket, err)
-	}
-	return &Store{nc: nc, js: js, stream: stream, up: up, cursors: cursors, apps: apps, topics: topics, recalls: recalls, gws: gws, replays: replays}, nil
 }
 
 // Attach binds to a stream and buckets another role created, waiting for
@@ -247,35 +207,17 @@ func attach(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	cursors, err := js.KeyValue(ctx, CursorsBucket)
-	if err != nil {
-		return nil, err
-	}
-	apps, err := js.KeyValue(ctx, AppsBucket)
-	if err != nil {
-		return nil, err
-	}
 	up, err := js.Stream(ctx, UpStreamName)
 	if err != nil {
 		return nil, err
 	}
-	topics, err := js.KeyValue(ctx, TopicsBucket)
-	if err != nil {
-		return nil, err
+	s := &Store{js: js, stream: stream, up: up}
+	for _, b := range s.buckets(config.Store{}) {
+		if *b.kv, err = js.KeyValue(ctx, b.cfg.Bucket); err != nil {
+			return nil, err
+		}
 	}
-	recalls, err := js.KeyValue(ctx, RecallsBucket)
-	if err != nil {
-		return nil, err
-	}
-	gws, err := js.KeyValue(ctx, GatewaysBucket)
-	if err != nil {
-		return nil, err
-	}
-	replays, err := js.KeyValue(ctx, ReplaysBucket)
-	if err != nil {
-		return nil, err
-	}
-	return &Store{js: js, stream: stream, up: up, cursors: cursors, apps: apps, topics: topics, recalls: recalls, gws: gws, replays: replays}, nil
+	return s, nil
 }
 
 // Message is a stored message.
