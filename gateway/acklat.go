@@ -26,11 +26,21 @@ type ackSample struct {
 const (
 	ackSampleEvery = 32
 	maxAckSamples  = 1024
+	// maxAckWait drops samples whose ACK never came (a device that left
+	// without its connection closing yet, a topic left by UNSUB).
+	maxAckWait = time.Minute
 )
 
 // sent may record s's PUSH of seq as a sample.
 func (a *ackSampler) sent(s *sub, seq uint64) {
-	if a.n.Add(1)%ackSampleEvery != 0 || a.out.Load() >= maxAckSamples {
+	n := a.n.Add(1)
+	if n%ackSampleEvery != 0 {
+		return
+	}
+	if a.out.Load() >= maxAckSamples {
+		if n%(ackSampleEvery*maxAckSamples) == 0 {
+			a.sweep()
+		}
 		return
 	}
 	a.mu.Lock()
@@ -60,7 +70,19 @@ func (a *ackSampler) acked(s *sub, seq uint64) (time.Duration, bool) {
 	return time.Since(smp.at), true
 }
 
-// forget drops s's sample (its connection left).
+// sweep drops samples older than maxAckWait.
+func (a *ackSampler) sweep() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for s, smp := range a.m {
+		if time.Since(smp.at) > maxAckWait {
+			delete(a.m, s)
+		}
+	}
+	a.out.Store(int32(len(a.m)))
+}
+
+// forget drops s's sample (its connection or topic left).
 func (a *ackSampler) forget(s *sub) {
 	if a.out.Load() == 0 {
 		return

@@ -161,6 +161,7 @@ func (c *conn) handleUnsub(body []byte) bool {
 	key := s.cursorKey()
 	c.mu.Unlock()
 	c.gw.leave(s)
+	c.gw.acks.forget(s)
 	go func() {
 		ctx, cancel := context.WithTimeout(c.gw.ctx, 5*time.Second)
 		defer cancel()
