@@ -259,26 +259,28 @@ func (s *Store) Schedules(ctx context.Context, app string) ([]Schedule, error) {
 }
 
 // CancelSchedule removes a pending schedule of app. ErrNotFound: no such
-// schedule (never made, cancelled, or already fired).
+// schedule (never made, cancelled, or already fired). The schedule's
+// subject ends with its id, so one Direct Get on
+// herald.sched.<app>.*.*.<id> finds it, however many are pending.
 func (s *Store) CancelSchedule(ctx context.Context, app, id string) error {
-	list, err := s.Schedules(ctx, app)
+	if id == "" || strings.ContainsAny(id, ".*> \t") {
+		return ErrNotFound
+	}
+	msgs, _, err := s.Fetch(ctx, schedPrefix+app+".*.*."+id, 1, 1)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: cancel %s: %v", ErrUnavailable, id, err)
 	}
-	for _, sc := range list {
-		if sc.ID != id {
-			continue
-		}
-		err := s.stream.DeleteMsg(ctx, sc.Seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("%w: cancel %s: %v", ErrUnavailable, id, err)
-		}
-		return nil
+	if len(msgs) == 0 {
+		return ErrNotFound
 	}
-	return ErrNotFound
+	err = s.stream.DeleteMsg(ctx, msgs[0].Seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("%w: cancel %s: %v", ErrUnavailable, id, err)
+	}
+	return nil
 }
 
 // UpMessage is a device's upstream message as stored.
