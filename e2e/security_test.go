@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -296,14 +297,18 @@ func TestTenantIsolation(t *testing.T) {
 	// beta's: it sees only alpha's messages, and cannot SUB any other
 	// kind of channel or a wildcard.
 	got := newCollector()
+	var onNews atomic.Bool
 	dev := device(t, addr, "bob", "d1", got, func(c *client.Config) {
 		c.App = "alpha"
 		c.Token = func(context.Context) (string, error) { return alphaTok, nil }
 		c.Topics = []string{"news"}
-		// Cursors of beta's channels (as if from an earlier login) change nothing.
+		c.OnEvent = func(e client.Event) {
+			if e.Kind == client.Subscribed && e.Channel == "t.news" {
+				onNews.Store(true)
+			}
+		}
 	})
-	waitFor(t, 5*time.Second, "alpha device", func() bool { return dev.Connects() == 1 })
-	time.Sleep(300 * time.Millisecond) // topic SUB resolved
+	waitFor(t, 5*time.Second, "alpha device on t.news", func() bool { return dev.Connects() == 1 && onNews.Load() })
 	st, out = call(t, base, "beta-key", "POST", "/v1/apps/beta/push", map[string]any{"topic": "news", "data": "beta news"})
 	mustStatus(t, "beta topic", st, out, 200, "")
 	st, out = call(t, base, "beta-key", "POST", "/v1/apps/beta/push", map[string]any{"broadcast": true, "data": "beta all"})
