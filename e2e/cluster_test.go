@@ -212,3 +212,59 @@ func TestRollingUpgradeLosesNothing(t *testing.T) {
 	t.Logf("%d messages to %d devices, each once and in order; after: a2 %d, b2 %d devices; %d publish retries",
 		total, n, gwA2.Gateway.Connections(), gwB2.Gateway.Connections(), pub.fails)
 }
+
+// Gray release end to end: a canary rule sends half of the devices — the
+// same ones on every connection — to the gateway of the new version, the
+// rest to the stable one.
+func TestCanaryRelease(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.API.Locator.Canary = []config.Canary{{Version: "2.0.0", Share: 0.5}}
+	hub, err := node.Start(cfg, node.Roles{EmbeddedNATS: true, Dispatcher: true}, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Stop)
+	old := node.Version
+	t.Cleanup(func() { node.Version = old })
+	node.Version = "1.0.0"
+	stable := startGateway(t, hub, func(g *config.Gateway) { g.ID = "stable" })
+	node.Version = "2.0.0"
+	canary := startGateway(t, hub, func(g *config.Gateway) { g.ID = "canary" })
+	node.Version = old
+	api := apiURL(hub)
+	waitFor(t, 10*time.Second, "both versions registered", func() bool {
+		_, out := call(t, api, config.DevAdminKey, "GET", "/v1/admin/gateways", nil)
+		gws, _ := out["gateways"].([]any)
+		return len(gws) == 2
+	})
+	// Where the locator sends each device, then where it connects.
+	const n = 40
+	side := map[string]string{}
+	var devs []*client.Client
+	for i := 0; i < n; i++ {
+		dev := fmt.Sprintf("c%d", i)
+		_, out := call(t, api, "", "GET", "/v1/gateways?app=demo&device="+dev, nil)
+		gws := out["gateways"].([]any)
+		if len(gws) != 1 {
+			t.Fatalf("%s offered %v: a canary rule offers one side only", dev, gws)
+		}
+		side[dev] = gws[0].(map[string]any)["version"].(string)
+		devs = append(devs, device(t, "", "u"+dev, dev, newCollector(), func(c *client.Config) { c.Addr, c.Locator = "", api }))
+	}
+	waitFor(t, 20*time.Second, "devices connected", func() bool {
+		return stable.Gateway.Connections()+canary.Gateway.Connections() == n
+	})
+	want := 0
+	for _, v := range side {
+		if v == "2.0.0" {
+			want++
+		}
+	}
+	if want == 0 || want == n {
+		t.Fatalf("the canary share put %d of %d devices on 2.0.0", want, n)
+	}
+	if got := canary.Gateway.Connections(); got != want {
+		t.Fatalf("canary gateway has %d devices, the locator sent %d", got, want)
+	}
+	t.Logf("%d of %d devices on the canary (share 0.5)", want, n)
+}
