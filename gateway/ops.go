@@ -314,6 +314,21 @@ func (gw *Gateway) takeReplay(key string, apply func(offline.Replay) bool) (offl
 	return r, true
 }
 
+// putBackReplay restores an order taken for a connection that closed
+// before it could be carried out (unless a newer one came meanwhile).
+func (gw *Gateway) putBackReplay(key string, r offline.Replay) {
+	gw.ops.replayMu.Lock()
+	defer gw.ops.replayMu.Unlock()
+	if _, ok := gw.ops.replays[key]; ok {
+		return
+	}
+	if gw.ops.replays == nil {
+		gw.ops.replays = map[string]offline.Replay{}
+	}
+	gw.ops.replays[key] = r
+	gw.ops.replayCount.Store(int32(len(gw.ops.replays)))
+}
+
 func (gw *Gateway) replayDone(key string, r offline.Replay) {
 	gw.m.replays.Inc()
 	gw.log.Info("replay carried out", "app", r.App, "user", r.User, "device", r.Device, "from", r.From)

@@ -196,6 +196,9 @@ func (c *conn) handleConnect(body []byte) bool {
 	c.mu.Lock()
 	if c.closed || c.state != stateConnecting {
 		c.mu.Unlock()
+		if replaying {
+			gw.putBackReplay(replayKey, replay) // for the device's next connection
+		}
 		return false
 	}
 	c.key = app + "." + user + "." + device
