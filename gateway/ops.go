@@ -34,8 +34,11 @@ type opsState struct {
 	ctlSub   *nats.Subscription
 
 	// Window p99 of the delivery latency for the registry (dashboard).
-	histPrev map[string]uint64
-	p99      atomic.Int64 // nanoseconds
+	// refreshMu serializes refresh: the registry loop and Drain (from a
+	// NATS callback or a signal) both refresh.
+	refreshMu sync.Mutex
+	histPrev  map[string]uint64
+	p99       atomic.Int64 // nanoseconds
 
 	replayMu    sync.Mutex
 	replays     map[string]offline.Replay // pending, by "<app>.<user>.<device>"
@@ -142,6 +145,8 @@ func (gw *Gateway) registryLoop() {
 }
 
 func (gw *Gateway) refresh() {
+	gw.ops.refreshMu.Lock()
+	defer gw.ops.refreshMu.Unlock()
 	gw.ops.p99.Store(int64(gw.windowP99()))
 	ctx, cancel := context.WithTimeout(gw.ctx, 2*time.Second)
 	defer cancel()
