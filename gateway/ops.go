@@ -216,8 +216,8 @@ func (gw *Gateway) control(m *nats.Msg) {
 // reconnect elsewhere over time instead of all at once. New CONNECTs get
 // GOAWAY. Drained is closed when no device is left or DrainTimeout passed.
 func (gw *Gateway) Drain() {
-	if !gw.ops.draining.CompareAndSwap(false, true) {
-		return
+	if gw.stopping.Load() || !gw.ops.draining.CompareAndSwap(false, true) {
+		return // stopping sends everyone away already
 	}
 	gw.log.Info("draining", "connections", gw.conns.len())
 	gw.refresh()
