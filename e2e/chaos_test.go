@@ -109,6 +109,8 @@ func TestChaos(t *testing.T) {
 		user, topic string
 		col         *collector
 		cl          *client.Client
+		evMu        sync.Mutex
+		events      []string // what happened to the connection, for a failure's report
 	}
 	var subscribed atomic.Int32
 	devs := make([]*dev, devices)
@@ -122,6 +124,9 @@ func TestChaos(t *testing.T) {
 				if e.Kind == client.Subscribed && e.Channel == "t."+d.topic {
 					subscribed.Add(1)
 				}
+				d.evMu.Lock()
+				d.events = append(d.events, fmt.Sprintf("%s %d %s %v (received %d)", time.Now().Format("15:04:05.000"), e.Kind, e.Channel, e.Err, d.col.count()))
+				d.evMu.Unlock()
 			},
 		})
 		if err != nil {
@@ -216,7 +221,22 @@ func TestChaos(t *testing.T) {
 	for _, d := range devs {
 		uc, tc := "u."+d.user, "t."+d.topic
 		n := len(want[uc]) + len(want[tc])
-		d.col.waitCount(t, n, 60*time.Second)
+		deadline := time.Now().Add(60 * time.Second)
+		for d.col.count() < n && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if d.col.count() < n {
+			got := map[string][]uint64{}
+			for _, m := range d.col.snapshot() {
+				got[m.Channel] = append(got[m.Channel], m.Seq)
+			}
+			_, report := call(t, api, "chaos-admin-key", "GET", "/v1/admin/apps/demo/users/"+d.user, nil)
+			d.evMu.Lock()
+			events := strings.Join(d.events, "\n  ")
+			d.evMu.Unlock()
+			t.Fatalf("%s (connects %d) saw %d of %d messages after 60 s:\n%s got %v\n   want %v\n%s got %v\n   want %v\nserver: %v\nevents:\n  %s",
+				d.user, d.cl.Connects(), d.col.count(), n, uc, got[uc], want[uc], tc, got[tc], want[tc], report, events)
+		}
 		got := map[string][]uint64{}
 		for _, m := range d.col.snapshot() {
 			got[m.Channel] = append(got[m.Channel], m.Seq)

@@ -159,8 +159,13 @@ func (gw *Gateway) sharedRound(group []*sub, first map[*sub]uint64, more bool, f
 		subj := offline.StoredSubjectForKey(s.ch.key)
 		sc.bySubject[subj] = append(sc.bySubject[subj], s)
 	}
+	failed := map[string]bool{}
 	for app, sc := range scans {
-		frame = gw.scanApp(app, sc.from, sc.bySubject, over, frame)
+		var ok bool
+		frame, ok = gw.scanApp(app, sc.from, sc.bySubject, over, frame)
+		if !ok {
+			failed[app] = true
+		}
 	}
 	// Finish, scan again, or hand back to the one-by-one path.
 	var again []*sub
@@ -171,7 +176,9 @@ func (gw *Gateway) sharedRound(group []*sub, first map[*sub]uint64, more bool, f
 			c.mu.Unlock()
 			continue
 		}
-		ok := !s.needCursor && !s.resume && !over[s] && !s.left
+		// A failed or incomplete scan finishes nobody: its subs continue
+		// one by one from what they were sent.
+		ok := !s.needCursor && !s.resume && !over[s] && !s.left && !failed[c.app()]
 		sent := ok && s.applyHeldLocked() > 0
 		done := ok && s.pendingMax <= s.sent
 		if done {
@@ -199,8 +206,9 @@ func (gw *Gateway) sharedRound(group []*sub, first map[*sub]uint64, more bool, f
 }
 
 // scanApp reads every stored message of app from seq from to the end of
-// the stream and queues each to the waiting devices of its channel.
-func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub, over map[*sub]bool, frame []byte) []byte {
+// the stream and queues each to the waiting devices of its channel. ok is
+// false when the range was not read to its end.
+func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub, over map[*sub]bool, frame []byte) (_ []byte, ok bool) {
 	wildcard := offline.StoredSubject(app, ">")
 	touched := map[*conn]struct{}{}
 	sentTo := map[*sub]int{}
@@ -214,7 +222,7 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 	cancel()
 	if err != nil {
 		gw.m.storeErrors.Inc()
-		return frame // the subs are requeued by the caller
+		return frame, false // the caller hands the subs to the one-by-one path
 	}
 	now := time.Now()
 	handed := 0
@@ -270,10 +278,11 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 		if gw.ctx.Err() == nil {
 			gw.log.Warn("shared catch-up read failed; falling back to one by one", "app", app, "err", err)
 		}
-		// The subs the scan did not finish are requeued by the caller,
-		// which resumes each from what it was sent.
+		// The caller hands the subs to the one-by-one path, which resumes
+		// each from what it was sent.
+		return frame, false
 	}
-	return frame
+	return frame, true
 }
 
 // withBacklog finishes the subs whose channel has nothing after their

@@ -198,4 +198,12 @@ func TestScanRange(t *testing.T) {
 	}); err != nil || len(got) != 5 {
 		t.Fatalf("to the end: %v %v", got, err)
 	}
+	// A range with nothing of the subject ends at once, without error.
+	start := time.Now()
+	if err := s.Scan(ctx(t), StoredSubject("nobody", ">"), 1, res[50].Seq, func(m *Message) bool {
+		t.Fatalf("scanned %d for nobody", m.Seq)
+		return false
+	}); err != nil || time.Since(start) > time.Second {
+		t.Fatalf("empty range: %v after %v", err, time.Since(start))
+	}
 }

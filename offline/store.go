@@ -439,6 +439,12 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 		return fmt.Errorf("%w: scan %s: %v", ErrUnavailable, subject, err)
 	}
 	const batch = 4096
+	// A no-wait fetch can come back empty while messages remain (the
+	// server had not produced them yet, under load): only the consumer's
+	// pending count — 0 once the last matching message was delivered — or
+	// reaching upTo ends the scan. Empty fetches are retried a while, then
+	// the scan fails: a caller must never take the range as read.
+	empty := 0
 	for {
 		fetched, err := cons.FetchNoWait(batch)
 		if err != nil {
@@ -470,11 +476,28 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 		if err := fetched.Error(); err != nil {
 			return fmt.Errorf("%w: scan %s: %v", ErrUnavailable, subject, err)
 		}
-		if n == 0 {
-			return nil // nothing more within the wait
+		if n > 0 {
+			empty = 0
+		} else {
+			if info := cons.CachedInfo(); info != nil && info.NumPending == 0 && info.Delivered.Stream == 0 {
+				return nil // nothing matched from the start: an empty range
+			}
+			if empty++; empty > scanEmptyRetries {
+				return fmt.Errorf("%w: scan %s stopped before the end of its range", ErrUnavailable, subject)
+			}
+			select {
+			case <-time.After(scanEmptyWait):
+			case <-ctx.Done():
+			}
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w: scan %s: %v", ErrUnavailable, subject, ctx.Err())
 		}
 	}
 }
+
+// How long Scan waits on empty fetches before it gives up.
+const (
+	scanEmptyRetries = 20
+	scanEmptyWait    = 25 * time.Millisecond
+)
