@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -28,6 +29,7 @@ type chaosCluster struct {
 	natsHTTP   [3]string
 	nats       [3]*process
 	gwAddr     [2]string
+	gwMetrics  [2]string
 	gw         [2]*process
 	api        string
 	disp       *process
@@ -56,10 +58,10 @@ func startChaosCluster(t *testing.T) *chaosCluster {
 	c.disp = start(t, c.dir, c.bin+" dispatcher --config dispatcher.yaml")
 	waitFor(t, 40*time.Second, "the dispatcher", func() bool { return strings.Contains(c.disp.out.String(), "herald is running") })
 	for i := 0; i < 2; i++ {
-		c.gwAddr[i] = freeAddr(t)
+		c.gwAddr[i], c.gwMetrics[i] = freeAddr(t), freeAddr(t)
 		os.WriteFile(filepath.Join(c.dir, fmt.Sprintf("gw%d.yaml", i+1)), []byte(fmt.Sprintf(
-			"nats: {url: %q}\nmetrics_listen: %q\ngateway: {id: gw%d, listen: %q, ws_listen: \"\", cursor_flush: 200ms}\n",
-			urls, freeAddr(t), i+1, c.gwAddr[i])), 0o600)
+			"nats: {url: %q}\nmetrics_listen: %q\nlog_level: debug\ngateway: {id: gw%d, listen: %q, ws_listen: \"\", cursor_flush: 200ms}\n",
+			urls, c.gwMetrics[i], i+1, c.gwAddr[i])), 0o600)
 		c.startGateway(i)
 	}
 	return c
@@ -234,6 +236,29 @@ func TestChaos(t *testing.T) {
 			d.evMu.Lock()
 			events := strings.Join(d.events, "\n  ")
 			d.evMu.Unlock()
+			for i := range c.gw {
+				resp, err := http.Get("http://" + c.gwMetrics[i] + "/metrics")
+				if err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					for _, line := range strings.Split(string(b), "\n") {
+						if strings.Contains(line, "catchup") || strings.Contains(line, "held") || strings.Contains(line, "errors") || strings.Contains(line, "connections ") || strings.Contains(line, "slow") || strings.Contains(line, "queue") {
+							t.Logf("gw%d %s", i+1, line)
+						}
+					}
+				}
+				lines := strings.Split(c.gw[i].out.String(), "\n")
+				var keep []string
+				for _, l := range lines {
+					if !strings.Contains(l, "closing device connection") {
+						keep = append(keep, l)
+					}
+				}
+				if len(keep) > 60 {
+					keep = keep[len(keep)-60:]
+				}
+				t.Logf("gw%d log:\n%s", i+1, strings.Join(keep, "\n"))
+			}
 			t.Fatalf("%s (connects %d) saw %d of %d messages after 60 s:\n%s got %v\n   want %v\n%s got %v\n   want %v\nserver: %v\nevents:\n  %s",
 				d.user, d.cl.Connects(), d.col.count(), n, uc, got[uc], want[uc], tc, got[tc], want[tc], report, events)
 		}

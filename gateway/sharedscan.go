@@ -267,7 +267,7 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 		}
 		return true
 	}
-	ctx, cancel = context.WithTimeout(gw.ctx, 2*time.Minute)
+	ctx, cancel = context.WithTimeout(gw.ctx, 30*time.Second) // a stuck scan must not hold every catch-up behind it
 	err = gw.store.Scan(ctx, wildcard, from, upTo, handle)
 	cancel()
 	for c := range touched {

@@ -80,6 +80,7 @@ func (s *Store) FirstSeqSince(ctx context.Context, subject string, t time.Time) 
 		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
 		OptStartTime:      &t,
 		InactiveThreshold: 10 * time.Second,
+		MaxResetAttempts:  2, // fail rather than retry without end (see Scan)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("%w: since %s: %v", ErrUnavailable, subject, err)

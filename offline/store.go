@@ -429,14 +429,29 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 	if from > upTo {
 		return nil
 	}
-	cons, err := s.js.OrderedConsumer(ctx, StreamName, jetstream.OrderedConsumerConfig{
+	// One ephemeral pull consumer for the whole scan (AckNone, in memory,
+	// one replica): an ordered consumer in fetch mode is deleted and made
+	// again on every fetch, which while a cluster recovers costs seconds
+	// per fetch.
+	cons, err := s.js.CreateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
 		FilterSubjects:    []string{subject},
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       from,
+		AckPolicy:         jetstream.AckNonePolicy,
 		InactiveThreshold: 30 * time.Second,
+		MemoryStorage:     true,
+		Replicas:          1,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: scan %s: %v", ErrUnavailable, subject, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = s.js.DeleteConsumer(dctx, StreamName, cons.CachedInfo().Name)
+		cancel()
+	}()
+	if cons.CachedInfo().NumPending == 0 {
+		return nil // nothing of subject from `from` on
 	}
 	const batch = 4096
 	// A no-wait fetch can come back empty while messages remain (the
@@ -479,9 +494,6 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 		if n > 0 {
 			empty = 0
 		} else {
-			if info := cons.CachedInfo(); info != nil && info.NumPending == 0 && info.Delivered.Stream == 0 {
-				return nil // nothing matched from the start: an empty range
-			}
 			if empty++; empty > scanEmptyRetries {
 				return fmt.Errorf("%w: scan %s stopped before the end of its range", ErrUnavailable, subject)
 			}
@@ -496,8 +508,9 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 	}
 }
 
-// How long Scan waits on empty fetches before it gives up.
+// How long Scan waits on empty fetches before it gives up (then its caller
+// reads one by one).
 const (
-	scanEmptyRetries = 20
-	scanEmptyWait    = 25 * time.Millisecond
+	scanEmptyRetries = 10
+	scanEmptyWait    = 50 * time.Millisecond
 )
