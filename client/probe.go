@@ -206,4 +206,3 @@ func probe(nc net.Conn, nonce uint64) error {
 	}
 	return fmt.Errorf("client: %s instead of PROBE_REPLY", typ)
 }
-
