@@ -74,6 +74,16 @@ func TestBrowserDashboardAndDemo(t *testing.T) {
 		}
 		return v
 	}
+	// The dashboard redraws its tables every 2 s (new nodes): read them
+	// in a poll, where a node replaced between query and read just means
+	// "read again".
+	poll := func(c context.Context, sel string) string {
+		v, err := chromedp.Run(c, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			return ""
+		}
+		return v
+	}
 	do("open the demo page", chromedp.Navigate(api+"/ui/demo"), chromedp.WaitVisible(chromedp.ID("connect")))
 	device, err := chromedp.Run(ctx, chromedp.Value(chromedp.ID("device")))
 	if err != nil || device == "" {
@@ -134,14 +144,15 @@ func TestBrowserDashboardAndDemo(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#gateways tbody tr`))); err != nil {
 		t.Fatalf("dashboard: %v", err)
 	}
-	if row := text(tab, `#gateways tbody tr`); !strings.Contains(row, "dev") || !strings.Contains(row, "127.0.0.1") {
-		t.Fatalf("gateway row %q", row)
-	}
+	waitFor(t, 10*time.Second, "the gateway's row", func() bool {
+		row := poll(tab, `#gateways tbody tr`)
+		return strings.Contains(row, "dev") && strings.Contains(row, "127.0.0.1")
+	})
 	// Live charts fill in: connections counts the browser device, and
 	// publishes/s has a value once two points are drawn.
 	push(t, api, "bob", "for the chart")
 	waitFor(t, 20*time.Second, "the charts", func() bool {
-		return text(tab, "#c-conn .value") == "1" && text(tab, "#c-pub .value") != "–"
+		return poll(tab, "#c-conn .value") == "1" && poll(tab, "#c-pub .value") != "–"
 	})
 	points, err := chromedp.Run(tab, chromedp.AttributeValue(chromedp.CSS("#c-conn polyline"), "points"))
 	if err != nil || points.Value == "" {
