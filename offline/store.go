@@ -418,10 +418,11 @@ func ParseLive(m *nats.Msg) (Live, error) {
 }
 
 // Scan hands fn every stored message of subject (wildcards allowed) from
-// sequence from up to upTo, in order, through an ordered consumer: the
-// server streams them with their metadata in the reply subject, so a long
-// range costs neither a header rewrite per message nor a pending count per
-// batch, as Direct Get batches do. fn returning false stops the scan.
+// sequence from up to upTo, in order, through a consumer: the server
+// streams them with their metadata in the reply subject, so a long range
+// costs neither a header rewrite per message nor a pending count per
+// batch, as Direct Get batches do. fn returning false stops the scan. An
+// error means the range was not read to its end.
 func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn func(*Message) bool) error {
 	if from == 0 {
 		from = 1
