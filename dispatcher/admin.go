@@ -374,7 +374,10 @@ func (ds *Dispatcher) addKey(rctx context.Context, ctx *fasthttp.RequestCtx, nam
 	hash := offline.HashKey(req.Key)
 	resp.ID = offline.KeyID(hash)
 	_, err := ds.d.Store.UpdateApp(rctx, name, func(a *offline.App) error {
-		if err := checkCredentials(append(a.KeyHashes[:len(a.KeyHashes):len(a.KeyHashes)], req.Key), nil); err != nil {
+		if len(a.KeyHashes) >= maxKeysPerApp {
+			return badAdmin("too_many_keys", "at most %d publisher keys", maxKeysPerApp)
+		}
+		if err := checkCredentials([]string{req.Key}, nil); err != nil {
 			return err
 		}
 		for _, h := range a.KeyHashes {

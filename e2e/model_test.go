@@ -3,9 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -24,24 +22,7 @@ import (
 // api calls the demo app's API and decodes the JSON answer.
 func api(t testing.TB, n *node.Node, method, path string, body any) (int, map[string]any) {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, apiURL(n)+"/v1/apps/demo"+path, rd)
-	req.Header.Set("Authorization", "Bearer "+config.DemoKey)
-	resp, err := (&http.Client{Timeout: 90 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var out map[string]any
-	if err := json.Unmarshal(b, &out); err != nil {
-		t.Fatalf("%s %s: answer is not JSON (status %d): %q", method, path, resp.StatusCode, b)
-	}
-	return resp.StatusCode, out
+	return call(t, apiURL(n), config.DemoKey, method, "/v1/apps/demo"+path, body)
 }
 
 // pushJSON posts a push and returns the first stored seq.

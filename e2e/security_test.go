@@ -36,7 +36,7 @@ func call(t testing.TB, base, key, method, path string, body any) (int, map[stri
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	resp, err := (&http.Client{Timeout: 90 * time.Second}).Do(req) // long-polls wait up to 60 s
 	if err != nil {
 		t.Fatal(err)
 	}
