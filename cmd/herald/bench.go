@@ -153,19 +153,39 @@ func benchBaseline(args []string, stdout, stderr io.Writer) error {
 
 // loadFlags are the flags the publishing scenarios share.
 type loadFlags struct {
-	gateways, sources, api, key, app, secret, users, jsonOut *string
+	gateways, sources, api, key, app, secret, users, jsonOut, cpuProfile *string
+	ackDelay                                                             *time.Duration
+}
+
+// startProfile starts the bench process's CPU profile when --cpuprofile is
+// given; the returned stop writes it out.
+func (lf loadFlags) startProfile() (stop func(), err error) {
+	if *lf.cpuProfile == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(*lf.cpuProfile)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func addLoadFlags(fs *flag.FlagSet, users string) loadFlags {
 	return loadFlags{
-		gateways: fs.String("gateways", "127.0.0.1:7070", "gateway device addresses, comma-separated"),
-		sources:  fs.String("sources", "127.0.0.2-127.0.0.9", "loopback source addresses"),
-		api:      fs.String("api", "http://127.0.0.1:8080", "HTTP API"),
-		key:      fs.String("key", "demo-key", "publisher key"),
-		app:      fs.String("app", "demo", "app"),
-		secret:   fs.String("secret", "demo-secret", "the app's device secret"),
-		users:    fs.String("users", users, "user name prefix"),
-		jsonOut:  fs.String("json", "", "also write the report as JSON to this file"),
+		gateways:   fs.String("gateways", "127.0.0.1:7070", "gateway device addresses, comma-separated"),
+		sources:    fs.String("sources", "127.0.0.2-127.0.0.9", "loopback source addresses"),
+		api:        fs.String("api", "http://127.0.0.1:8080", "HTTP API"),
+		key:        fs.String("key", "demo-key", "publisher key"),
+		app:        fs.String("app", "demo", "app"),
+		secret:     fs.String("secret", "demo-secret", "the app's device secret"),
+		users:      fs.String("users", users, "user name prefix"),
+		jsonOut:    fs.String("json", "", "also write the report as JSON to this file"),
+		cpuProfile: fs.String("cpuprofile", "", "write the bench process's CPU profile to this file (where the load generator's time goes)"),
+		ackDelay:   fs.Duration("ack-delay", 0, "devices hold their cumulative ACK this long (client.Config.AckDelay; 0: ACK after every read burst)"),
 	}
 }
 
@@ -187,9 +207,14 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopProfile, err := lf.startProfile()
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	res, err := bench.RunUnicast(bench.UnicastConfig{API: *lf.api, Key: *lf.key, App: *lf.app, Secret: *lf.secret, Gateways: splitList(*lf.gateways),
 		Sources: src, Devices: *devices, Publishers: *publishers, Rate: *rate, Duration: *duration, PerRequest: *perRequest,
-		Payload: *payload, Users: *lf.users, Progress: stderr})
+		Payload: *payload, Users: *lf.users, Progress: stderr, AckDelay: *lf.ackDelay})
 	if err != nil {
 		return err
 	}
@@ -224,7 +249,7 @@ func benchStorm(args []string, stdout, stderr io.Writer) error {
 	}
 	res, err := bench.RunStorm(bench.StormConfig{API: *lf.api, Key: *lf.key, App: *lf.app, Secret: *lf.secret, Gateways: splitList(*lf.gateways),
 		Sources: src, Devices: *devices, Missed: *missed, PerRequest: *perRequest, Publishers: *publishers, Timeout: *timeout,
-		Users: *lf.users, Progress: stderr})
+		Users: *lf.users, Progress: stderr, AckDelay: *lf.ackDelay})
 	if err != nil {
 		return err
 	}
@@ -251,7 +276,6 @@ func benchBroadcast(args []string, stdout, stderr io.Writer) error {
 	payload := fs.Int("payload", 100, "payload padding bytes after the timestamp")
 	topic := fs.String("topic", "", "send to this topic (every device subscribes) instead of the broadcast channel")
 	timeout := fs.Duration("timeout", 2*time.Minute, "stop publishing and waiting after this long")
-	cpuProfile := fs.String("cpuprofile", "", "write the bench process's CPU profile to this file (where the load generator's time goes)")
 	plot := fs.String("plot", "", "write an SVG fan-out-latency-over-time chart to this file")
 	if stop, err := parseFlags(fs, args); stop {
 		return err
@@ -260,20 +284,14 @@ func benchBroadcast(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := lf.startProfile()
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	res, err := bench.RunBroadcast(bench.BroadcastConfig{API: *lf.api, Key: *lf.key, App: *lf.app, Secret: *lf.secret, Gateways: splitList(*lf.gateways),
 		Sources: src, Devices: *devices, Messages: *messages, Publishers: *publishers, Rate: *rate, Payload: *payload, Topic: *topic,
-		Users: *lf.users, Timeout: *timeout, Progress: stderr})
+		Users: *lf.users, Timeout: *timeout, Progress: stderr, AckDelay: *lf.ackDelay})
 	if err != nil {
 		return err
 	}
