@@ -256,14 +256,20 @@ func (s *Store) PublishAll(ctx context.Context, msgs []Publish) ([]Stored, error
 	futures := make([]jetstream.PubAckFuture, len(msgs))
 	for i := range msgs {
 		m := &msgs[i]
-		nm := &nats.Msg{Subject: StoredSubject(m.App, m.Channel), Data: m.Data, Header: nats.Header{}}
+		// No Nats-Expected-Stream header: the PubAck names the stream, checked
+		// below, and a plain message is cheaper for both ends (this is the
+		// publish hot path; most messages carry no header at all).
+		nm := &nats.Msg{Subject: StoredSubject(m.App, m.Channel), Data: m.Data}
+		if m.ID != "" || m.TTL > 0 {
+			nm.Header = nats.Header{}
+		}
 		if m.ID != "" {
 			nm.Header.Set(jetstream.MsgIDHeader, m.ID)
 		}
 		if m.TTL > 0 {
 			nm.Header.Set(jetstream.MsgTTLHeader, ttlHeader(m.TTL))
 		}
-		f, err := s.js.PublishMsgAsync(nm, jetstream.WithExpectStream(StreamName))
+		f, err := s.js.PublishMsgAsync(nm)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
@@ -273,6 +279,9 @@ func (s *Store) PublishAll(ctx context.Context, msgs []Publish) ([]Stored, error
 	for i, f := range futures {
 		select {
 		case ack := <-f.Ok():
+			if ack.Stream != StreamName {
+				return nil, fmt.Errorf("%w: %s was stored by stream %q, not %s: another stream captures herald's subjects", ErrUnavailable, f.Msg().Subject, ack.Stream, StreamName)
+			}
 			out[i] = Stored{Seq: ack.Sequence, Duplicate: ack.Duplicate}
 		case err := <-f.Err():
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
