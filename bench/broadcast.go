@@ -30,6 +30,7 @@ type BroadcastConfig struct {
 	Users                 string
 	Timeout               time.Duration
 	Progress              io.Writer
+	AckDelay              time.Duration // the devices' client.Config.AckDelay
 }
 
 // BroadcastResult is the broadcast report.
@@ -67,7 +68,7 @@ func RunBroadcast(cfg BroadcastConfig) (*BroadcastResult, error) {
 		return nil, err
 	}
 	var rec atomic.Pointer[stripedRecorder]
-	pc := poolConfig{Devices: cfg.Devices, Gateways: cfg.Gateways, Sources: cfg.Sources, App: cfg.App, Secret: cfg.Secret, Users: cfg.Users + "-",
+	pc := poolConfig{Devices: cfg.Devices, Gateways: cfg.Gateways, Sources: cfg.Sources, App: cfg.App, Secret: cfg.Secret, Users: cfg.Users + "-", AckDelay: cfg.AckDelay,
 		OnMsg: func(d *device, m client.Message) {
 			if r := rec.Load(); r != nil {
 				if sent, ok := sentAt(m.Data); ok {

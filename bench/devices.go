@@ -70,6 +70,7 @@ type poolConfig struct {
 	Users    string
 	Topics   []string
 	OnMsg    func(d *device, m client.Message)
+	AckDelay time.Duration // client.Config.AckDelay
 }
 
 func startPool(cfg poolConfig) *pool {
@@ -104,6 +105,7 @@ func startPool(cfg poolConfig) *pool {
 			MinBackoff: 50 * time.Millisecond,
 			MaxBackoff: 2 * time.Second,
 			Topics:     cfg.Topics,
+			AckDelay:   cfg.AckDelay,
 			OnEvent: func(e client.Event) {
 				// Count the broadcast channel and topics (the user
 				// channel's SUBACK comes first and says less).

@@ -26,6 +26,7 @@ type StormConfig struct {
 	Timeout               time.Duration
 	Users                 string
 	Progress              io.Writer
+	AckDelay              time.Duration // the devices' client.Config.AckDelay
 }
 
 // StormResult is the storm report.
@@ -63,7 +64,7 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	// Per device: what it must receive after the cut.
 	var since atomic.Bool
 	afterCut := make([]atomic.Int64, cfg.Devices)
-	p := startPool(poolConfig{Devices: cfg.Devices, Gateways: cfg.Gateways, Sources: cfg.Sources, App: cfg.App, Secret: cfg.Secret, Users: cfg.Users + "-",
+	p := startPool(poolConfig{Devices: cfg.Devices, Gateways: cfg.Gateways, Sources: cfg.Sources, App: cfg.App, Secret: cfg.Secret, Users: cfg.Users + "-", AckDelay: cfg.AckDelay,
 		OnMsg: func(d *device, _ client.Message) {
 			if since.Load() {
 				afterCut[d.idx].Add(1)

@@ -29,6 +29,7 @@ type UnicastConfig struct {
 	Payload               int // bytes of padding after the timestamp
 	Users                 string
 	Progress              io.Writer
+	AckDelay              time.Duration // the devices' client.Config.AckDelay
 }
 
 // Latency is a latency distribution in milliseconds.
@@ -131,7 +132,7 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 	}
 	var rec *recorder
 	var recMu sync.RWMutex
-	p, err := readyPool(poolConfig{Devices: cfg.Devices, Gateways: cfg.Gateways, Sources: cfg.Sources, App: cfg.App, Secret: cfg.Secret, Users: cfg.Users + "-",
+	p, err := readyPool(poolConfig{Devices: cfg.Devices, Gateways: cfg.Gateways, Sources: cfg.Sources, App: cfg.App, Secret: cfg.Secret, Users: cfg.Users + "-", AckDelay: cfg.AckDelay,
 		OnMsg: func(_ *device, m client.Message) {
 			recMu.RLock()
 			r := rec

@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,5 +72,39 @@ func TestConfigRequired(t *testing.T) {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%+v accepted", cfg)
 		}
+	}
+}
+
+func TestLazyTCPAcksWrapsTCPOnly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			_, _ = c.Write([]byte("hello"))
+			c.Close()
+		}
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	r := lazyTCPAcks(nc, nc)
+	if _, wrapped := r.(*lazyAckReader); wrapped != quickAckSupported {
+		t.Fatalf("TCP reader wrapped = %v, want %v", wrapped, quickAckSupported)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil || string(b) != "hello" {
+		t.Fatalf("read through the wrapper: %q, %v", b, err)
+	}
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	if r := lazyTCPAcks(p1, p1); r != io.Reader(p1) {
+		t.Fatalf("a non-TCP connection was wrapped: %T", r)
 	}
 }

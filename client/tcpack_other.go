@@ -1,0 +1,7 @@
+//go:build !linux
+
+package client
+
+const quickAckSupported = false
+
+func quickAckOff(uintptr) {}
