@@ -30,9 +30,9 @@ func newPublisher(api, app, key string, conns int) (*publisher, error) {
 	}, nil
 }
 
-// stampedBody is a push to users whose data starts with the send time in
-// unix nanoseconds, for end-to-end latency at the device.
-func stampedBody(dst []byte, users []string, pad int) []byte {
+// stampedBody is a push to users whose data starts with the send time at
+// (unix nanoseconds), for end-to-end latency at the device.
+func stampedBody(dst []byte, users []string, pad int, at time.Time) []byte {
 	dst = append(dst[:0], `{"users":[`...)
 	for i, u := range users {
 		if i > 0 {
@@ -41,7 +41,7 @@ func stampedBody(dst []byte, users []string, pad int) []byte {
 		dst = strconv.AppendQuote(dst, u)
 	}
 	dst = append(dst, `],"data":"`...)
-	dst = strconv.AppendInt(dst, time.Now().UnixNano(), 10)
+	dst = strconv.AppendInt(dst, at.UnixNano(), 10)
 	dst = append(dst, ' ')
 	for i := 0; i < pad; i++ {
 		dst = append(dst, 'x')

@@ -100,7 +100,7 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 			defer wg.Done()
 			var body []byte
 			for users := range jobs {
-				body = stampedBody(body, users, 20)
+				body = stampedBody(body, users, 20, time.Now())
 				for attempt := 0; attempt < 5; attempt++ {
 					n, err := pub.push(body)
 					if err == nil {

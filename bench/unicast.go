@@ -167,16 +167,22 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 			var body []byte
 			next := time.Now()
 			for time.Now().Before(end) {
+				// At a fixed rate a message's latency counts from when it
+				// was due, not from when a publisher that fell behind got
+				// to it (no coordinated omission: a slow server cannot
+				// hide its queue by slowing the publishers down).
+				sent := time.Now()
 				if perPub > 0 {
 					next = next.Add(time.Duration(float64(time.Second) / perPub))
 					if d := time.Until(next); d > 0 {
 						time.Sleep(d)
 					}
+					sent = next
 				}
 				for i := range users {
 					users[i] = p.devices[rand.IntN(len(p.devices))].user
 				}
-				body = stampedBody(body, users, cfg.Payload)
+				body = stampedBody(body, users, cfg.Payload, sent)
 				n, err := pub.push(body)
 				requests.Add(1)
 				if err != nil {
