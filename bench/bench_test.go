@@ -3,6 +3,7 @@ package bench
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseSources(t *testing.T) {
@@ -31,5 +32,14 @@ func TestOnlyLoopback(t *testing.T) {
 	}
 	if _, err := RunConnect(ConnectConfig{Conns: 1, Procs: 1, Gateways: []string{"10.0.0.1:7070"}, Sources: []string{"127.0.0.2"}}); err == nil {
 		t.Fatal("RunConnect accepted a non-loopback gateway")
+	}
+}
+
+// A request names distinct users, so it cannot name more than there are.
+func TestUnicastPerRequestAtMostDevices(t *testing.T) {
+	_, err := RunUnicast(UnicastConfig{API: "http://127.0.0.1:1", Gateways: []string{"127.0.0.1:1"}, Sources: []string{"127.0.0.2"},
+		Devices: 10, Publishers: 1, PerRequest: 11, Duration: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "--per-request 11 is more than --devices 10") {
+		t.Fatalf("got %v", err)
 	}
 }

@@ -123,6 +123,9 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 	if cfg.Devices <= 0 || cfg.Publishers <= 0 || cfg.PerRequest <= 0 || cfg.Duration <= 0 {
 		return nil, fmt.Errorf("bench: --devices, --publishers, --per-request and --duration must be > 0")
 	}
+	if cfg.PerRequest > cfg.Devices {
+		return nil, fmt.Errorf("bench: --per-request %d is more than --devices %d (each request names distinct users)", cfg.PerRequest, cfg.Devices)
+	}
 	if cfg.Users == "" {
 		cfg.Users = "uni"
 	}
@@ -164,6 +167,10 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 		go func() {
 			defer wg.Done()
 			users := make([]string, cfg.PerRequest)
+			order := make([]int, len(p.devices))
+			for i := range order {
+				order[i] = i
+			}
 			var body []byte
 			next := time.Now()
 			for time.Now().Before(end) {
@@ -179,8 +186,12 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 					}
 					sent = next
 				}
+				// Distinct users (the API stores a repeated user once), so
+				// --rate and --per-request count messages exactly.
 				for i := range users {
-					users[i] = p.devices[rand.IntN(len(p.devices))].user
+					j := i + rand.IntN(len(order)-i)
+					order[i], order[j] = order[j], order[i]
+					users[i] = p.devices[order[i]].user
 				}
 				body = stampedBody(body, users, cfg.Payload, sent)
 				n, err := pub.push(body)
