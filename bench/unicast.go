@@ -172,7 +172,14 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 				order[i] = i
 			}
 			var body []byte
-			next := time.Now()
+			// Publisher w runs w/Publishers of an interval behind the
+			// first, so the requests of a fixed rate arrive spread over
+			// each interval instead of all at its start (which would turn
+			// 20,000/s into one burst of Publishers requests per interval).
+			next := start
+			if perPub > 0 {
+				next = start.Add(time.Duration(float64(time.Second) / perPub * float64(w) / float64(cfg.Publishers)))
+			}
 			for time.Now().Before(end) {
 				// At a fixed rate a message's latency counts from when it
 				// was due, not from when a publisher that fell behind got
