@@ -26,6 +26,13 @@ const (
 	// every round reads the whole range again, so fewer rounds is faster.
 	sharedGather    = 300 * time.Millisecond
 	sharedGatherMax = 2 * time.Second
+	// sharedFlush is how often a scan lets the devices it queued messages
+	// for start on them. By time, not by count: a storm's backlogs are
+	// interleaved (round after round of one message per device), so a
+	// count-sized page holds one message per device and each device got a
+	// socket write (and its reader a wake-up) per message; a time window
+	// covers several rounds and sends them in one write.
+	sharedFlush = 200 * time.Millisecond
 )
 
 // sharedScanner is the one goroutine that serves storms: it takes every
@@ -225,6 +232,7 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 		return frame, false // the caller hands the subs to the one-by-one path
 	}
 	now := time.Now()
+	lastFlush := now
 	handed := 0
 	handle := func(m *offline.Message) bool {
 		for _, s := range bySubject[m.Subject] {
@@ -257,13 +265,15 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 			c.mu.Unlock()
 			touched[c] = struct{}{}
 		}
-		// Let devices start on what they have every page of the range.
-		if handed++; handed%sharedPage == 0 {
-			for c := range touched {
-				c.schedule(evFlush)
-				delete(touched, c)
+		// Let devices start on what they have every sharedFlush.
+		if handed++; handed%256 == 0 {
+			if t := time.Now(); t.Sub(lastFlush) >= sharedFlush {
+				for c := range touched {
+					c.schedule(evFlush)
+					delete(touched, c)
+				}
+				now, lastFlush = t, t
 			}
-			now = time.Now()
 		}
 		return true
 	}
