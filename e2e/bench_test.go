@@ -53,14 +53,27 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 	bin, dir, api, dev := h.bin, h.dir, h.api, h.dev
 
 	plot := filepath.Join(dir, "latency.svg")
-	u := start(t, dir, fmt.Sprintf("%s bench unicast --devices 50 --duration 2s --publishers 4 --per-request 5 --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --plot %s",
+	// Devices holding their ACKs (--ack-delay): the bench still confirms,
+	// through the admin API, that every server cursor reached the device's
+	// last message.
+	u := start(t, dir, fmt.Sprintf("%s bench unicast --devices 50 --duration 2s --publishers 4 --per-request 5 --ack-delay 300ms --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --plot %s",
 		bin, api, dev, plot))
 	if err := u.wait(t, 60*time.Second); err != nil {
 		t.Fatalf("unicast: %v\n%s", err, u.out.String())
 	}
 	out := u.out.String()
-	if !strings.Contains(out, "lost 0; duplicates or reordered 0") || !strings.Contains(out, "p99") {
+	if !strings.Contains(out, "lost 0; duplicates or reordered 0") || !strings.Contains(out, "p99") ||
+		!strings.Contains(out, "acknowledged: 50/50 devices' server cursors at their last message\n") {
 		t.Fatalf("unicast output:\n%s", out)
+	}
+	// A wrong admin key is said, not taken for a confirmation.
+	u = start(t, dir, fmt.Sprintf("%s bench unicast --devices 10 --duration 1s --publishers 2 --per-request 2 --admin-key wrong --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3",
+		bin, api, dev))
+	if err := u.wait(t, 60*time.Second); err != nil {
+		t.Fatalf("unicast: %v\n%s", err, u.out.String())
+	}
+	if out := u.out.String(); !strings.Contains(out, "acknowledged: 0/10 devices' server cursors at their last message; admin API: HTTP 401") {
+		t.Fatalf("unicast with a wrong admin key:\n%s", out)
 	}
 	svg, err := os.ReadFile(plot)
 	if err != nil || !strings.Contains(string(svg), "<polyline") {

@@ -200,6 +200,7 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 	perRequest := fs.Int("per-request", 1, "users per publish request")
 	payload := fs.Int("payload", 100, "payload padding bytes after the timestamp")
 	plot := fs.String("plot", "", "write an SVG latency-over-time chart to this file")
+	adminKey := fs.String("admin-key", "dev-admin-key", "admin key to confirm afterwards that every device's server cursor reached its last message (\"\": skip)")
 	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
@@ -214,7 +215,7 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 	defer stopProfile()
 	res, err := bench.RunUnicast(bench.UnicastConfig{API: *lf.api, Key: *lf.key, App: *lf.app, Secret: *lf.secret, Gateways: splitList(*lf.gateways),
 		Sources: src, Devices: *devices, Publishers: *publishers, Rate: *rate, Duration: *duration, PerRequest: *perRequest,
-		Payload: *payload, Users: *lf.users, Progress: stderr, AckDelay: *lf.ackDelay})
+		Payload: *payload, Users: *lf.users, Progress: stderr, AckDelay: *lf.ackDelay, AdminKey: *adminKey})
 	if err != nil {
 		return err
 	}
