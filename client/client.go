@@ -686,13 +686,15 @@ func (s *session) burstDone() error {
 }
 
 // stopAcks stops the ACK timer and sends what it held, if the connection
-// still takes it (a GOAWAY, an ended handler).
+// still takes it (a GOAWAY, an ended handler) within a second: a dead
+// connection must not hold the session up.
 func (s *session) stopAcks() {
 	s.ackMu.Lock()
 	if s.ackTimer != nil {
 		s.ackTimer.Stop()
 	}
 	s.ackMu.Unlock()
+	_ = s.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = s.flushAcks()
 }
 
