@@ -66,14 +66,14 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 		!strings.Contains(out, "acknowledged: 50/50 devices' server cursors at their last message\n") {
 		t.Fatalf("unicast output:\n%s", out)
 	}
-	// A wrong admin key is said, not taken for a confirmation.
+	// A wrong admin key is said, not taken for a confirmation: the
+	// command fails.
 	u = start(t, dir, fmt.Sprintf("%s bench unicast --devices 10 --duration 1s --publishers 2 --per-request 2 --admin-key wrong --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3",
 		bin, api, dev))
-	if err := u.wait(t, 60*time.Second); err != nil {
-		t.Fatalf("unicast: %v\n%s", err, u.out.String())
-	}
-	if out := u.out.String(); !strings.Contains(out, "acknowledged: 0/10 devices' server cursors at their last message; admin API: HTTP 401") {
-		t.Fatalf("unicast with a wrong admin key:\n%s", out)
+	err := u.wait(t, 60*time.Second)
+	if out := u.out.String(); err == nil || !strings.Contains(out, "acknowledged: 0/10 devices' server cursors at their last message; admin API: HTTP 401") ||
+		!strings.Contains(out, "10 of 10 devices' acknowledgements not confirmed") {
+		t.Fatalf("unicast with a wrong admin key: %v\n%s", err, out)
 	}
 	svg, err := os.ReadFile(plot)
 	if err != nil || !strings.Contains(string(svg), "<polyline") {

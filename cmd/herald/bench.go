@@ -157,21 +157,48 @@ type loadFlags struct {
 	ackDelay                                                             *time.Duration
 }
 
-// startProfile starts the bench process's CPU profile when --cpuprofile is
-// given; the returned stop writes it out.
-func (lf loadFlags) startProfile() (stop func(), err error) {
+// start parses --sources and starts the bench process's CPU profile when
+// --cpuprofile is given; stop writes the profile out.
+func (lf loadFlags) start() (src []string, stop func(), err error) {
+	if src, err = bench.ParseSources(*lf.sources); err != nil {
+		return nil, nil, err
+	}
 	if *lf.cpuProfile == "" {
-		return func() {}, nil
+		return src, func() {}, nil
 	}
 	f, err := os.Create(*lf.cpuProfile)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	return src, func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// chart is a scenario's latency-over-time chart for --plot.
+type chart struct {
+	path, title string
+	timeline    []bench.Second
+}
+
+// finish prints the report, writes the chart (if asked) and the JSON report
+// (--json), and returns verdict: a scenario that lost or repeated messages
+// ends the command with an error.
+func (lf loadFlags) finish(stdout io.Writer, res interface{ Table(io.Writer) }, c chart, verdict error) error {
+	res.Table(stdout)
+	if c.path != "" {
+		if err := bench.WritePlot(c.path, c.title, c.timeline); err != nil {
+			return err
+		}
+	}
+	if *lf.jsonOut != "" {
+		if err := bench.WriteJSON(*lf.jsonOut, res); err != nil {
+			return err
+		}
+	}
+	return verdict
 }
 
 func addLoadFlags(fs *flag.FlagSet, users string) loadFlags {
@@ -204,11 +231,7 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
-	src, err := bench.ParseSources(*lf.sources)
-	if err != nil {
-		return err
-	}
-	stopProfile, err := lf.startProfile()
+	src, stopProfile, err := lf.start()
 	if err != nil {
 		return err
 	}
@@ -219,17 +242,14 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res.Table(stdout)
-	if *plot != "" {
-		title := fmt.Sprintf("herald unicast: %d devices, %.0f delivered/s, p99 %.1f ms", res.Devices, res.DeliveredPerSec, res.Latency.P99)
-		if err := bench.WritePlot(*plot, title, res.Timeline); err != nil {
-			return err
-		}
+	var verdict error
+	switch {
+	case res.Lost > 0 || res.Duplicates > 0:
+		verdict = fmt.Errorf("unicast: %d lost, %d shown twice or out of order", res.Lost, res.Duplicates)
+	case res.AckChecked && res.AckedDevices < res.Devices:
+		verdict = fmt.Errorf("unicast: %d of %d devices' acknowledgements not confirmed", res.Devices-res.AckedDevices, res.Devices)
 	}
-	if *lf.jsonOut != "" {
-		return bench.WriteJSON(*lf.jsonOut, res)
-	}
-	return nil
+	return lf.finish(stdout, res, chart{*plot, fmt.Sprintf("herald unicast: %d devices, %.0f delivered/s, p99 %.1f ms", res.Devices, res.DeliveredPerSec, res.Latency.P99), res.Timeline}, verdict)
 }
 
 func benchStorm(args []string, stdout, stderr io.Writer) error {
@@ -244,26 +264,22 @@ func benchStorm(args []string, stdout, stderr io.Writer) error {
 	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
-	src, err := bench.ParseSources(*lf.sources)
+	src, stopProfile, err := lf.start()
 	if err != nil {
 		return err
 	}
+	defer stopProfile()
 	res, err := bench.RunStorm(bench.StormConfig{API: *lf.api, Key: *lf.key, App: *lf.app, Secret: *lf.secret, Gateways: splitList(*lf.gateways),
 		Sources: src, Devices: *devices, Missed: *missed, PerRequest: *perRequest, Publishers: *publishers, Timeout: *timeout,
 		Users: *lf.users, Progress: stderr, AckDelay: *lf.ackDelay})
 	if err != nil {
 		return err
 	}
-	res.Table(stdout)
-	if *lf.jsonOut != "" {
-		if err := bench.WriteJSON(*lf.jsonOut, res); err != nil {
-			return err
-		}
-	}
+	var verdict error
 	if res.Lost > 0 || res.Duplicates > 0 || res.CaughtUpSeconds == 0 {
-		return fmt.Errorf("storm: %d lost, %d shown twice or out of order", res.Lost, res.Duplicates)
+		verdict = fmt.Errorf("storm: %d lost, %d shown twice or out of order", res.Lost, res.Duplicates)
 	}
-	return nil
+	return lf.finish(stdout, res, chart{}, verdict)
 }
 
 func benchBroadcast(args []string, stdout, stderr io.Writer) error {
@@ -281,11 +297,7 @@ func benchBroadcast(args []string, stdout, stderr io.Writer) error {
 	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
-	src, err := bench.ParseSources(*lf.sources)
-	if err != nil {
-		return err
-	}
-	stopProfile, err := lf.startProfile()
+	src, stopProfile, err := lf.start()
 	if err != nil {
 		return err
 	}
@@ -296,22 +308,11 @@ func benchBroadcast(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res.Table(stdout)
-	if *plot != "" {
-		title := fmt.Sprintf("herald broadcast: %d devices, %.0f deliveries/s, p99 %.1f ms", res.Devices, res.DeliveriesPerSec, res.Latency.P99)
-		if err := bench.WritePlot(*plot, title, res.Timeline); err != nil {
-			return err
-		}
-	}
-	if *lf.jsonOut != "" {
-		if err := bench.WriteJSON(*lf.jsonOut, res); err != nil {
-			return err
-		}
-	}
+	var verdict error
 	if res.Lost > 0 || res.Duplicates > 0 {
-		return fmt.Errorf("broadcast: %d lost, %d shown twice or out of order", res.Lost, res.Duplicates)
+		verdict = fmt.Errorf("broadcast: %d lost, %d shown twice or out of order", res.Lost, res.Duplicates)
 	}
-	return nil
+	return lf.finish(stdout, res, chart{*plot, fmt.Sprintf("herald broadcast: %d devices, %.0f deliveries/s, p99 %.1f ms", res.Devices, res.DeliveriesPerSec, res.Latency.P99), res.Timeline}, verdict)
 }
 
 func benchInterest(args []string, stdout, stderr io.Writer) error {
