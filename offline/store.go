@@ -31,6 +31,9 @@ type Store struct {
 	muxOnce sync.Once
 	mux     *replyMux
 	muxErr  error
+	ackOnce sync.Once
+	acks    *ackMux
+	ackErr  error
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	stream  jetstream.Stream
@@ -253,43 +256,40 @@ type Stored struct {
 // them all (or ctx ended). Results are in the order of msgs. On error, some
 // messages may be stored: retrying with the same IDs stores each once.
 func (s *Store) PublishAll(ctx context.Context, msgs []Publish) ([]Stored, error) {
-	futures := make([]jetstream.PubAckFuture, len(msgs))
+	m, err := s.pubAcks()
+	if err != nil {
+		return nil, err
+	}
+	b, reply, done := m.open(len(msgs))
+	defer done()
 	for i := range msgs {
-		m := &msgs[i]
+		p := &msgs[i]
 		// No Nats-Expected-Stream header: the PubAck names the stream, checked
-		// below, and a plain message is cheaper for both ends (this is the
+		// in route, and a plain message is cheaper for both ends (this is the
 		// publish hot path; most messages carry no header at all).
-		nm := &nats.Msg{Subject: StoredSubject(m.App, m.Channel), Data: m.Data}
-		if m.ID != "" || m.TTL > 0 {
+		nm := &nats.Msg{Subject: StoredSubject(p.App, p.Channel), Reply: reply(i), Data: p.Data}
+		if p.ID != "" || p.TTL > 0 {
 			nm.Header = nats.Header{}
 		}
-		if m.ID != "" {
-			nm.Header.Set(jetstream.MsgIDHeader, m.ID)
+		if p.ID != "" {
+			nm.Header.Set(jetstream.MsgIDHeader, p.ID)
 		}
-		if m.TTL > 0 {
-			nm.Header.Set(jetstream.MsgTTLHeader, ttlHeader(m.TTL))
+		if p.TTL > 0 {
+			nm.Header.Set(jetstream.MsgTTLHeader, ttlHeader(p.TTL))
 		}
-		f, err := s.js.PublishMsgAsync(nm)
-		if err != nil {
+		if err := s.nc.PublishMsg(nm); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
-		futures[i] = f
 	}
-	out := make([]Stored, len(msgs))
-	for i, f := range futures {
-		select {
-		case ack := <-f.Ok():
-			if ack.Stream != StreamName {
-				return nil, fmt.Errorf("%w: %s was stored by stream %q, not %s: another stream captures herald's subjects", ErrUnavailable, f.Msg().Subject, ack.Stream, StreamName)
-			}
-			out[i] = Stored{Seq: ack.Sequence, Duplicate: ack.Duplicate}
-		case err := <-f.Err():
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
-		}
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 	}
-	return out, nil
+	if b.err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, b.err)
+	}
+	return b.out, nil
 }
 
 // directGet is the body of a JetStream Direct Get request.

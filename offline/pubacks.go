@@ -1,0 +1,122 @@
+package offline
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go"
+)
+
+// ackMux collects the PubAcks of PublishAll batches through one wildcard
+// subscription: message i of batch b replies to "<prefix><b>_<i>" (base 36).
+// Compared with jetstream.PublishMsgAsync it keeps one waiting entry per
+// batch instead of a future, a map entry and two channels per message.
+type ackMux struct {
+	prefix  string // "_INBOX.<nuid>."
+	sub     *nats.Subscription
+	next    atomic.Uint64
+	mu      sync.Mutex
+	waiting map[uint64]*ackBatch
+}
+
+// ackBatch is one PublishAll's replies.
+type ackBatch struct {
+	out  []Stored
+	got  []bool
+	left int
+	err  error
+	done chan struct{}
+}
+
+func (s *Store) pubAcks() (*ackMux, error) {
+	s.ackOnce.Do(func() {
+		m := &ackMux{prefix: s.nc.NewInbox() + ".", waiting: map[uint64]*ackBatch{}}
+		m.sub, s.ackErr = s.nc.Subscribe(m.prefix+"*", m.route)
+		if s.ackErr != nil {
+			s.ackErr = fmt.Errorf("%w: ack subscription: %v", ErrUnavailable, s.ackErr)
+			return
+		}
+		_ = m.sub.SetPendingLimits(-1, -1) // bounded by the batches in flight
+		s.acks = m
+	})
+	return s.acks, s.ackErr
+}
+
+// open registers a batch of n messages; reply(i) is message i's reply
+// subject; done unregisters the batch.
+func (m *ackMux) open(n int) (b *ackBatch, reply func(i int) string, done func()) {
+	id := m.next.Add(1)
+	b = &ackBatch{out: make([]Stored, n), got: make([]bool, n), left: n, done: make(chan struct{})}
+	m.mu.Lock()
+	m.waiting[id] = b
+	m.mu.Unlock()
+	base := m.prefix + strconv.FormatUint(id, 36) + "_"
+	return b, func(i int) string { return base + strconv.FormatUint(uint64(i), 36) }, func() {
+		m.mu.Lock()
+		delete(m.waiting, id)
+		m.mu.Unlock()
+	}
+}
+
+// pubAck is JetStream's answer to a publish.
+type pubAck struct {
+	Stream    string `json:"stream"`
+	Seq       uint64 `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+	Error     *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+var errNoResponders = errors.New("no JetStream stream answered (no responders)")
+
+func (m *ackMux) route(msg *nats.Msg) {
+	token := msg.Subject[len(m.prefix):]
+	bs, is, ok := strings.Cut(token, "_")
+	if !ok {
+		return
+	}
+	id, err1 := strconv.ParseUint(bs, 36, 64)
+	i, err2 := strconv.ParseUint(is, 36, 32)
+	if err1 != nil || err2 != nil {
+		return
+	}
+	var st Stored
+	var err error
+	if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
+		err = errNoResponders
+	} else {
+		var a pubAck
+		switch e := json.Unmarshal(msg.Data, &a); {
+		case e != nil:
+			err = fmt.Errorf("bad PubAck %q: %v", msg.Data, e)
+		case a.Error != nil:
+			err = fmt.Errorf("JetStream refused the message: %s (code %d, err_code %d)", a.Error.Description, a.Error.Code, a.Error.ErrCode)
+		case a.Stream != StreamName:
+			err = fmt.Errorf("stored by stream %q, not %s: another stream captures herald's subjects", a.Stream, StreamName)
+		default:
+			st = Stored{Seq: a.Seq, Duplicate: a.Duplicate}
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.waiting[id]
+	if b == nil || int(i) >= len(b.out) || b.got[i] {
+		return // the caller gave up, or a repeated reply
+	}
+	b.got[i] = true
+	b.out[i] = st
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	if b.left--; b.left == 0 {
+		close(b.done)
+	}
+}

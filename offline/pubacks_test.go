@@ -1,0 +1,131 @@
+package offline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Each message gets its own seq back, in the order of the batch, across
+// concurrent batches; a repeated id comes back as the same seq, marked.
+func TestPublishAllAnswersEachMessage(t *testing.T) {
+	s, _ := openStore(t)
+	const batches, per = 8, 250
+	type result struct {
+		res []Stored
+		err error
+	}
+	results := make(chan result, batches)
+	for b := 0; b < batches; b++ {
+		go func() {
+			msgs := make([]Publish, per)
+			for i := range msgs {
+				msgs[i] = Publish{App: "demo", Channel: fmt.Sprintf("u.b%d-%d", b, i), Data: []byte(fmt.Sprintf("%d/%d", b, i))}
+			}
+			res, err := s.PublishAll(ctx(t), msgs)
+			results <- result{res, err}
+		}()
+	}
+	seen := map[uint64]bool{}
+	for b := 0; b < batches; b++ {
+		r := <-results
+		if r.err != nil || len(r.res) != per {
+			t.Fatalf("batch: %d results, %v", len(r.res), r.err)
+		}
+		for i, st := range r.res {
+			if st.Seq == 0 || seen[st.Seq] || st.Duplicate {
+				t.Fatalf("result %d: %+v (seen before: %v)", i, st, seen[st.Seq])
+			}
+			seen[st.Seq] = true
+		}
+	}
+	msgs := []Publish{{App: "demo", Channel: "u.dup", Data: []byte("a"), ID: "k1"}, {App: "demo", Channel: "u.dup", Data: []byte("b"), ID: "k2"}}
+	a, err := s.PublishAll(ctx(t), msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.PublishAll(ctx(t), msgs)
+	if err != nil || b[0].Seq != a[0].Seq || b[1].Seq != a[1].Seq || !b[0].Duplicate || !b[1].Duplicate {
+		t.Fatalf("again: %+v vs %+v, %v", b, a, err)
+	}
+}
+
+// The seq answered for a message is the one its data was stored under.
+func TestPublishAllSeqMatchesData(t *testing.T) {
+	s, _ := openStore(t)
+	msgs := make([]Publish, 100)
+	for i := range msgs {
+		msgs[i] = Publish{App: "demo", Channel: fmt.Sprintf("u.m%d", i%7), Data: []byte(fmt.Sprintf("data-%d", i))}
+	}
+	res, err := s.PublishAll(ctx(t), msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range res {
+		m, err := s.stream.GetMsg(ctx(t), st.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Data) != fmt.Sprintf("data-%d", i) || m.Subject != StoredSubject("demo", msgs[i].Channel) {
+			t.Fatalf("message %d answered seq %d, which holds %q on %s", i, st.Seq, m.Data, m.Subject)
+		}
+	}
+}
+
+// A refusal by JetStream and a missing stream are errors, not seqs; a
+// deadline ends the wait.
+func TestPublishAllErrors(t *testing.T) {
+	s, nc := openStore(t)
+	// Too big for the connection: refused before it leaves.
+	big := make([]byte, 2<<20)
+	_, err := s.PublishAll(ctx(t), []Publish{{App: "demo", Channel: "u.a", Data: []byte("ok")}, {App: "demo", Channel: "u.a", Data: big}})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("oversized message: %v", err)
+	}
+	// JetStream refusing a message: its error reply is the batch's error.
+	m, err := s.pubAcks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, reply, done := m.open(1)
+	refused := &nats.Msg{Subject: StoredSubject("demo", "u.a"), Reply: reply(0), Data: []byte("x"), Header: nats.Header{}}
+	refused.Header.Set("Nats-Expected-Stream", "NOT-HERALD")
+	if err := nc.PublishMsg(refused); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-b.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reply")
+	}
+	done()
+	if b.err == nil || !strings.Contains(b.err.Error(), "JetStream refused the message") || b.out[0].Seq != 0 {
+		t.Fatalf("refusal read as %+v, %v", b.out[0], b.err)
+	}
+	// The stream gone: nobody answers.
+	if err := s.js.DeleteStream(ctx(t), StreamName); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.PublishAll(ctx(t), []Publish{{App: "demo", Channel: "u.a", Data: []byte("x")}})
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "no responders") {
+		t.Fatalf("no stream: %v", err)
+	}
+	// A reply that never comes: the context bounds the wait.
+	sub, err := nc.Subscribe(StoredSubject("demo", ">"), func(*nats.Msg) {}) // a silent responder
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	c, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = s.PublishAll(c, []Publish{{App: "demo", Channel: "u.a", Data: []byte("x")}})
+	if !errors.Is(err, ErrUnavailable) || time.Since(start) > 2*time.Second {
+		t.Fatalf("silent store: %v after %v", err, time.Since(start))
+	}
+}
