@@ -39,7 +39,7 @@ func ackCheck(api *fasthttp.HostClient, adminKey, app string, devices []*device,
 			go func() {
 				defer wg.Done()
 				for d := range work {
-					cur, err := serverCursor(hc, adminKey, app, d.user, "bench")
+					cur, err := serverCursor(hc, adminKey, app, d.user, benchDevice)
 					if err != nil {
 						firstErr.CompareAndSwap(nil, &err)
 					}

@@ -446,11 +446,11 @@ func dialDevice(ctx context.Context, cfg WorkerConfig, i int) (net.Conn, error) 
 	target := cfg.Gateways[i%len(cfg.Gateways)]
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 	user := cfg.Users + strconv.Itoa(i)
-	tok, err := token.Sign([]byte(cfg.Secret), cfg.App, user, "bench", 24*time.Hour)
+	tok, err := token.Sign([]byte(cfg.Secret), cfg.App, user, benchDevice, 24*time.Hour)
 	if err != nil {
 		return nil, err
 	}
-	connect := (&wire.Connect{Version: wire.Version, App: []byte(cfg.App), Device: []byte("bench"), Token: []byte(tok), Heartbeat: 30}).Append(nil)
+	connect := (&wire.Connect{Version: wire.Version, App: []byte(cfg.App), Device: []byte(benchDevice), Token: []byte(tok), Heartbeat: 30}).Append(nil)
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	var c net.Conn

@@ -60,6 +60,9 @@ func (g *gate) set(closed bool) {
 
 var errGateClosed = errors.New("bench: device kept offline")
 
+// benchDevice is every bench device's id (each has a user of its own).
+const benchDevice = "bench"
+
 // poolConfig configures a pool.
 type poolConfig struct {
 	Devices  int
@@ -85,9 +88,9 @@ func startPool(cfg poolConfig) *pool {
 		c, err := client.New(client.Config{
 			Addr:   cfg.Gateways[i%len(cfg.Gateways)],
 			App:    cfg.App,
-			Device: "bench",
+			Device: benchDevice,
 			Token: func(context.Context) (string, error) {
-				return token.Sign(secret, app, user, "bench", time.Hour)
+				return token.Sign(secret, app, user, benchDevice, time.Hour)
 			},
 			Handler: func(m client.Message) error {
 				d.received.Add(1)

@@ -18,7 +18,6 @@ import (
 const (
 	minSharedGroup   = 32      // fewer waiting catch-ups are served one by one
 	maxSharedGroup   = 1 << 16 // catch-ups one scan takes at once (a device has 2+)
-	sharedPage       = 2048    // messages per wildcard Direct Get batch
 	cursorReadFanout = 32      // concurrent KV cursor reads for a group
 	// sharedGather is how long the scanner waits for more catch-ups before
 	// a scan; while they keep coming (a storm's reconnects are spread by
@@ -231,8 +230,7 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 		gw.m.storeErrors.Inc()
 		return frame, false // the caller hands the subs to the one-by-one path
 	}
-	now := time.Now()
-	lastFlush := now
+	now := time.Now() // the last flush; also what expiry is checked against
 	handed := 0
 	handle := func(m *offline.Message) bool {
 		for _, s := range bySubject[m.Subject] {
@@ -267,12 +265,12 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 		}
 		// Let devices start on what they have every sharedFlush.
 		if handed++; handed%256 == 0 {
-			if t := time.Now(); t.Sub(lastFlush) >= sharedFlush {
+			if t := time.Now(); t.Sub(now) >= sharedFlush {
 				for c := range touched {
 					c.schedule(evFlush)
 					delete(touched, c)
 				}
-				now, lastFlush = t, t
+				now = t
 			}
 		}
 		return true
