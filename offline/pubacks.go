@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -17,6 +18,7 @@ import (
 // Compared with jetstream.PublishMsgAsync it keeps one waiting entry per
 // batch instead of a future, a map entry and two channels per message.
 type ackMux struct {
+	nc      *nats.Conn
 	prefix  string // "_INBOX.<nuid>."
 	sub     *nats.Subscription
 	next    atomic.Uint64
@@ -26,16 +28,26 @@ type ackMux struct {
 
 // ackBatch is one PublishAll's replies.
 type ackBatch struct {
-	out  []Stored
-	got  []bool
-	left int
-	err  error
-	done chan struct{}
+	msgs    []*nats.Msg // kept to publish again after "no responders"
+	out     []Stored
+	got     []bool
+	retries []uint8
+	left    int
+	err     error
+	done    chan struct{}
 }
+
+// While a stream's leader is being elected JetStream may not answer at all
+// ("no responders"): such a message is published again, as nats.go's own
+// async publish does (DefaultPubRetryAttempts, DefaultPubRetryWait).
+const (
+	noRespondersRetries = 2
+	noRespondersWait    = 250 * time.Millisecond
+)
 
 func (s *Store) pubAcks() (*ackMux, error) {
 	s.ackOnce.Do(func() {
-		m := &ackMux{prefix: s.nc.NewInbox() + ".", waiting: map[uint64]*ackBatch{}}
+		m := &ackMux{nc: s.nc, prefix: s.nc.NewInbox() + ".", waiting: map[uint64]*ackBatch{}}
 		m.sub, s.ackErr = s.nc.Subscribe(m.prefix+"*", m.route)
 		if s.ackErr != nil {
 			s.ackErr = fmt.Errorf("%w: ack subscription: %v", ErrUnavailable, s.ackErr)
@@ -48,10 +60,11 @@ func (s *Store) pubAcks() (*ackMux, error) {
 }
 
 // open registers a batch of n messages; reply(i) is message i's reply
-// subject; done unregisters the batch.
+// subject; the caller puts message i in b.msgs[i] before publishing it;
+// done unregisters the batch.
 func (m *ackMux) open(n int) (b *ackBatch, reply func(i int) string, done func()) {
 	id := m.next.Add(1)
-	b = &ackBatch{out: make([]Stored, n), got: make([]bool, n), left: n, done: make(chan struct{})}
+	b = &ackBatch{msgs: make([]*nats.Msg, n), out: make([]Stored, n), got: make([]bool, n), retries: make([]uint8, n), left: n, done: make(chan struct{})}
 	m.mu.Lock()
 	m.waiting[id] = b
 	m.mu.Unlock()
@@ -110,6 +123,12 @@ func (m *ackMux) route(msg *nats.Msg) {
 	b := m.waiting[id]
 	if b == nil || int(i) >= len(b.out) || b.got[i] {
 		return // the caller gave up, or a repeated reply
+	}
+	if errors.Is(err, errNoResponders) && b.retries[i] < noRespondersRetries && b.msgs[i] != nil {
+		b.retries[i]++
+		again := b.msgs[i]
+		time.AfterFunc(noRespondersWait, func() { _ = m.nc.PublishMsg(again) })
+		return // its next reply decides
 	}
 	b.got[i] = true
 	b.out[i] = st

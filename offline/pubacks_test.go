@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"herald/config"
 )
 
 // Each message gets its own seq back, in the order of the batch, across
@@ -107,7 +109,26 @@ func TestPublishAllErrors(t *testing.T) {
 	if b.err == nil || !strings.Contains(b.err.Error(), "JetStream refused the message") || b.out[0].Seq != 0 {
 		t.Fatalf("refusal read as %+v, %v", b.out[0], b.err)
 	}
-	// The stream gone: nobody answers.
+	// The stream gone: nobody answers; back within the retry window (a
+	// leader election), the message is stored after all.
+	if err := s.js.DeleteStream(ctx(t), StreamName); err != nil {
+		t.Fatal(err)
+	}
+	back := make(chan error, 1)
+	go func() {
+		res, err := s.PublishAll(ctx(t), []Publish{{App: "demo", Channel: "u.a", Data: []byte("late")}})
+		if err == nil && res[0].Seq == 0 {
+			err = fmt.Errorf("no seq")
+		}
+		back <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if _, err := s.js.CreateOrUpdateStream(ctx(t), StreamConfig(config.Default().Store)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-back; err != nil {
+		t.Fatalf("a message published while the stream was away: %v", err)
+	}
 	if err := s.js.DeleteStream(ctx(t), StreamName); err != nil {
 		t.Fatal(err)
 	}

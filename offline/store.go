@@ -277,6 +277,7 @@ func (s *Store) PublishAll(ctx context.Context, msgs []Publish) ([]Stored, error
 		if p.TTL > 0 {
 			nm.Header.Set(jetstream.MsgTTLHeader, ttlHeader(p.TTL))
 		}
+		b.msgs[i] = nm // written before its reply can come: route reads it under m.mu after that
 		if err := s.nc.PublishMsg(nm); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
