@@ -43,6 +43,7 @@ type conn struct {
 	closed    bool
 	queued    bool  // in gw.work or being processed
 	armed     bool  // epoll interest armed (EPOLLONESHOT not yet consumed)
+	armedOut  bool  // ... and it includes EPOLLOUT
 	blocked   bool  // the last write hit EAGAIN: wait for EPOLLOUT
 	liveMark  bool  // on a live reader's list of connections to flush
 	ws        bool  // WebSocket: frames travel in binary messages
@@ -147,8 +148,12 @@ func (c *conn) process() {
 
 // rearmLocked re-arms the one-shot epoll interest: input always, output
 // while a write is blocked.
+//
+// A connection still armed for input alone must be armed again when a write
+// blocks: else the rest of its output would wait for the device's next
+// frame, not for room in the socket.
 func (c *conn) rearmLocked() {
-	if c.armed {
+	if c.armed && (c.armedOut || !c.blocked) {
 		return
 	}
 	ev := readEvents
@@ -159,7 +164,7 @@ func (c *conn) rearmLocked() {
 		// Deregistered: the connection is being closed.
 		return
 	}
-	c.armed = true
+	c.armed, c.armedOut = true, c.blocked
 }
 
 // maxReadsPerEvent bounds how long one busy connection holds a worker.

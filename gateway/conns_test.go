@@ -143,3 +143,58 @@ func TestWritesAreCoalesced(t *testing.T) {
 	}
 	t.Logf("%d socket writes for %d frames", writes, len(msgs))
 }
+
+// A connection whose socket filled up (a write hit EAGAIN) is written again
+// as soon as the device reads, not when the device next sends a frame: the
+// gateway must wait for EPOLLOUT even though the connection was already
+// armed for input.
+func TestBlockedWriteResumesWhenTheDeviceReads(t *testing.T) {
+	h := newHarness(t, func(c *config.Gateway) { c.MaxOutBytes = 64 << 20; c.NotifyBacklog = 1 << 20 })
+	nc, err := net.Dial("tcp", h.gw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	d := &dev{t: t, nc: nc, r: newReader(nc)}
+	tokenConnect(t, d, "full")
+
+	blocked := func() bool {
+		for _, c := range h.gw.conns.snapshot() {
+			c.mu.Lock()
+			b := c.blocked
+			c.mu.Unlock()
+			if b {
+				return true
+			}
+		}
+		return false
+	}
+	// Fill the socket until a write would block; the device sends nothing.
+	payload := strings.Repeat("x", 4000)
+	var last uint64
+	deadline := time.Now().Add(20 * time.Second)
+	for !blocked() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the socket never filled (last seq %d)", last)
+		}
+		msgs := make([]offline.Publish, 50)
+		for i := range msgs {
+			msgs[i] = offline.Publish{App: "demo", Channel: offline.UserChannel("full"), Data: []byte(payload)}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := h.store.PublishAll(ctx, msgs)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = res[len(res)-1].Seq
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Now the device reads, and only reads: everything arrives (each read
+	// waits at most 5 s; the heartbeat deadline is far away).
+	for {
+		if p := d.push(); p.Seq == last {
+			break
+		}
+	}
+}
