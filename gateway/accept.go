@@ -121,7 +121,7 @@ func (gw *Gateway) register(fd int, ws bool) {
 	if gw.cfg.UserTimeout > 0 {
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(gw.cfg.UserTimeout/time.Millisecond))
 	}
-	c := &conn{gw: gw, fd: fd, armed: true, ws: ws}
+	c := &conn{gw: gw, fd: fd, armed: armedIn, ws: ws}
 	if ws {
 		c.state = stateUpgrading
 	}

@@ -42,8 +42,7 @@ type conn struct {
 	state     uint8
 	closed    bool
 	queued    bool  // in gw.work or being processed
-	armed     bool  // epoll interest armed (EPOLLONESHOT not yet consumed)
-	armedOut  bool  // ... and it includes EPOLLOUT
+	armed     armed // epoll interest armed (EPOLLONESHOT not yet consumed)
 	blocked   bool  // the last write hit EAGAIN: wait for EPOLLOUT
 	liveMark  bool  // on a live reader's list of connections to flush
 	ws        bool  // WebSocket: frames travel in binary messages
@@ -99,7 +98,7 @@ var (
 // onEvent runs on the epoll goroutine: hand the connection to a worker.
 func (c *conn) onEvent(ev netpoll.EpollEvent) {
 	c.mu.Lock()
-	c.armed = false
+	c.armed = notArmed
 	c.mu.Unlock()
 	c.schedule(uint32(ev))
 }
@@ -153,7 +152,7 @@ func (c *conn) process() {
 // blocks: else the rest of its output would wait for the device's next
 // frame, not for room in the socket.
 func (c *conn) rearmLocked() {
-	if c.armed && (c.armedOut || !c.blocked) {
+	if c.armed == armedInOut || c.armed == armedIn && !c.blocked {
 		return
 	}
 	ev := readEvents
@@ -164,8 +163,21 @@ func (c *conn) rearmLocked() {
 		// Deregistered: the connection is being closed.
 		return
 	}
-	c.armed, c.armedOut = true, c.blocked
+	c.armed = armedIn
+	if c.blocked {
+		c.armed = armedInOut
+	}
 }
+
+// armed is the epoll interest a connection has armed (one byte: the conn
+// struct stays in the 128-byte size class).
+type armed uint8
+
+const (
+	notArmed   armed = iota // an event fired; a worker re-arms
+	armedIn                 // input
+	armedInOut              // input and output: a write is blocked
+)
 
 // maxReadsPerEvent bounds how long one busy connection holds a worker.
 const maxReadsPerEvent = 4

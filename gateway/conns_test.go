@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"herald/config"
 	"herald/offline"
@@ -196,5 +197,14 @@ func TestBlockedWriteResumesWhenTheDeviceReads(t *testing.T) {
 		if p := d.push(); p.Seq == last {
 			break
 		}
+	}
+}
+
+// The conn struct is a large part of an idle device's heap (docs/
+// benchmarks.md, idle connections): it must stay in the runtime's 128-byte
+// size class, where one byte more costs 16.
+func TestConnStaysIn128ByteSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(conn{}); n > 128 {
+		t.Fatalf("conn is %d bytes: past the 128-byte size class", n)
 	}
 }
