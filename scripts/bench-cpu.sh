@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-20s}
 DEVICES=${DEVICES:-1000}
 secs=${DURATION%s}
-[[ "$secs" =~ ^[0-9]+$ ]] || { echo "DURATION must be whole seconds, like 20s" >&2; exit 2; }
+[[ "$secs" =~ ^[0-9]+$ && "$secs" -ge 5 ]] || { echo "DURATION must be whole seconds, at least 5s, like 20s" >&2; exit 2; }
 
 make -s build
 BIN=$PWD/bin/herald
