@@ -44,6 +44,7 @@ type BroadcastResult struct {
 	Delivered        int64    `json:"delivered"`
 	Lost             int64    `json:"lost"`
 	Duplicates       int64    `json:"duplicates_or_reordered"`
+	Earlier          int64    `json:"earlier_messages_ignored"` // received but stamped before this run: see pool
 	DeliverySeconds  float64  `json:"delivery_seconds"`
 	DeliveriesPerSec float64  `json:"deliveries_per_second"`
 	Latency          Latency  `json:"fanout_latency"`
@@ -155,7 +156,7 @@ func RunBroadcast(cfg BroadcastConfig) (*BroadcastResult, error) {
 	}
 	all, lastAt := rec.Load().merge()
 	got, dups := p.totals()
-	res.Delivered, res.Duplicates = got, dups
+	res.Delivered, res.Duplicates, res.Earlier = got, dups, p.earlier.Load()
 	res.Lost = max(res.Expected-got, 0)
 	res.DeliverySeconds = lastAt.Sub(start).Seconds()
 	if res.DeliverySeconds > 0 {
@@ -192,6 +193,9 @@ func (r *BroadcastResult) Table(w io.Writer) {
 	fmt.Fprintf(w, "devices: %d on %s; %d messages published in %.1fs, %d errors\n", r.Devices, r.Channel, r.Published, r.PublishSeconds, r.Errors)
 	fmt.Fprintf(w, "deliveries: %d of %d in %.2fs: %.0f/s; lost %d; duplicates or reordered %d\n",
 		r.Delivered, r.Expected, r.DeliverySeconds, r.DeliveriesPerSec, r.Lost, r.Duplicates)
+	if r.Earlier > 0 {
+		fmt.Fprintf(w, "ignored %d messages from before this run (an earlier run's last, unacknowledged messages, delivered again)\n", r.Earlier)
+	}
 	l := r.Latency
 	fmt.Fprintf(w, "fan-out latency (publish request -> device): p50 %.2f ms, p90 %.2f, p99 %.2f, p99.9 %.2f, max %.2f (n=%d)\n",
 		l.P50, l.P90, l.P99, l.P999, l.Max, l.Count)

@@ -25,6 +25,8 @@ type pool struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	onMsg   func(d *device, m client.Message)
+	since   time.Time    // messages stamped before this are not this run's
+	earlier atomic.Int64 // messages received but not this run's (see the Handler)
 }
 
 type device struct {
@@ -78,7 +80,7 @@ type poolConfig struct {
 
 func startPool(cfg poolConfig) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &pool{cancel: cancel, onMsg: cfg.OnMsg}
+	p := &pool{cancel: cancel, onMsg: cfg.OnMsg, since: time.Now()}
 	g := &gate{}
 	for i := 0; i < cfg.Devices; i++ {
 		d := &device{idx: i, user: cfg.Users + strconv.Itoa(i), gate: g}
@@ -93,6 +95,16 @@ func startPool(cfg poolConfig) *pool {
 				return token.Sign(secret, app, user, benchDevice, time.Hour)
 			},
 			Handler: func(m client.Message) error {
+				// Only this run's messages count: every bench payload starts
+				// with its send time. A user of an earlier run with the same
+				// names may still get that run's last messages, the ones its
+				// device had not acknowledged when it closed (at-least-once
+				// delivery does that); counted, they would read as extra
+				// deliveries and stand in for messages still on their way.
+				if sent, ok := sentAt(m.Data); !ok || sent.Before(p.since) {
+					p.earlier.Add(1)
+					return nil
+				}
 				d.received.Add(1)
 				// Sequences are per stream, so they grow across a device's
 				// channels too.

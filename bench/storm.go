@@ -40,6 +40,7 @@ type StormResult struct {
 	Received         int64   `json:"received"`
 	Lost             int64   `json:"lost"`
 	Duplicates       int64   `json:"duplicates_or_reordered"`
+	Earlier          int64   `json:"earlier_messages_ignored"` // received but stamped before this run: see pool
 	Errors           int64   `json:"publish_errors"`
 }
 
@@ -168,6 +169,7 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	}
 	res.Received = got
 	_, res.Duplicates = p.totals()
+	res.Earlier = p.earlier.Load()
 	return res, nil
 }
 
@@ -181,4 +183,7 @@ func (r *StormResult) Table(w io.Writer) {
 		fmt.Fprintf(w, "NOT all caught up before the timeout (reconnected: %.2fs)\n", r.ReconnectSeconds)
 	}
 	fmt.Fprintf(w, "received %d; lost %d; shown twice or out of order %d\n", r.Received, r.Lost, r.Duplicates)
+	if r.Earlier > 0 {
+		fmt.Fprintf(w, "ignored %d messages from before this run (an earlier run's last, unacknowledged messages, delivered again)\n", r.Earlier)
+	}
 }

@@ -69,6 +69,7 @@ type UnicastResult struct {
 	Errors          int64    `json:"errors"`
 	Delivered       int64    `json:"delivered"`
 	Duplicates      int64    `json:"duplicates_or_reordered"`
+	Earlier         int64    `json:"earlier_messages_ignored"` // received but stamped before this run: see pool
 	Lost            int64    `json:"lost"`
 	AcceptedPerSec  float64  `json:"accepted_per_second"`
 	DeliveredPerSec float64  `json:"delivered_per_second"`
@@ -265,7 +266,7 @@ loop:
 	}
 	res.Seconds = pubSeconds
 	res.Requests, res.Accepted, res.Errors = requests.Load(), accepted.Load(), errs.Load()
-	res.Delivered, res.Duplicates = got, dups
+	res.Delivered, res.Duplicates, res.Earlier = got, dups, p.earlier.Load()
 	res.Lost = res.Accepted - res.Delivered
 	if res.Lost < 0 {
 		res.Lost = 0
@@ -287,6 +288,9 @@ func (r *UnicastResult) Table(w io.Writer) {
 	fmt.Fprintf(w, "devices: %d; published for %.1fs: %d requests, %d errors\n", r.Devices, r.Seconds, r.Requests, r.Errors)
 	fmt.Fprintf(w, "accepted (stored): %d, %.0f/s\n", r.Accepted, r.AcceptedPerSec)
 	fmt.Fprintf(w, "delivered: %d, %.0f/s; lost %d; duplicates or reordered %d\n", r.Delivered, r.DeliveredPerSec, r.Lost, r.Duplicates)
+	if r.Earlier > 0 {
+		fmt.Fprintf(w, "ignored %d messages from before this run (an earlier run's last, unacknowledged messages, delivered again)\n", r.Earlier)
+	}
 	switch {
 	case !r.AckChecked:
 		fmt.Fprintf(w, "acknowledged: not checked (no --admin-key)\n")
