@@ -18,16 +18,7 @@ SOURCES=${SOURCES:-127.0.0.2-127.0.0.9}
 JSON=${JSON:-}
 BASE=${BASE_PORT:-27000}
 
-make -s build
-BIN=$PWD/bin/herald
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+source scripts/lib.sh
 
 API=127.0.0.1:$((BASE+1)); NATS=127.0.0.1:$((BASE+2)); DEV=127.0.0.1:$((BASE+10)); WSDEV=127.0.0.1:$((BASE+11))
 "$BIN" serve --dev --data "$TMP/data" --http "$API" --tcp 127.0.0.1:$((BASE+3)) --ws '' --nats-listen "$NATS" \

@@ -16,16 +16,7 @@ DEVICES=${DEVICES:-1000}
 secs=${DURATION%s}
 [[ "$secs" =~ ^[0-9]+$ && "$secs" -ge 5 ]] || { echo "DURATION must be whole seconds, at least 5s, like 20s" >&2; exit 2; }
 
-make -s build
-BIN=$PWD/bin/herald
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+source scripts/lib.sh
 
 "$BIN" serve --dev --data "$TMP/data" >"$TMP/serve.out" 2>"$TMP/serve.err" &
 SERVER=$!
