@@ -193,9 +193,7 @@ func (r *BroadcastResult) Table(w io.Writer) {
 	fmt.Fprintf(w, "devices: %d on %s; %d messages published in %.1fs, %d errors\n", r.Devices, r.Channel, r.Published, r.PublishSeconds, r.Errors)
 	fmt.Fprintf(w, "deliveries: %d of %d in %.2fs: %.0f/s; lost %d; duplicates or reordered %d\n",
 		r.Delivered, r.Expected, r.DeliverySeconds, r.DeliveriesPerSec, r.Lost, r.Duplicates)
-	if r.Earlier > 0 {
-		fmt.Fprintf(w, "ignored %d messages from before this run (an earlier run's last, unacknowledged messages, delivered again)\n", r.Earlier)
-	}
+	printEarlier(w, r.Earlier)
 	l := r.Latency
 	fmt.Fprintf(w, "fan-out latency (publish request -> device): p50 %.2f ms, p90 %.2f, p99 %.2f, p99.9 %.2f, max %.2f (n=%d)\n",
 		l.P50, l.P90, l.P99, l.P999, l.Max, l.Count)

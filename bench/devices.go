@@ -255,6 +255,13 @@ func (p *pool) totals() (received, dups int64) {
 	return
 }
 
+// printEarlier is the report line for messages a pool did not count.
+func printEarlier(w io.Writer, n int64) {
+	if n > 0 {
+		fmt.Fprintf(w, "ignored %d messages from before this run (an earlier run's last, unacknowledged messages, delivered again)\n", n)
+	}
+}
+
 func (p *pool) stop() {
 	p.cancel()
 	p.wg.Wait()

@@ -183,7 +183,5 @@ func (r *StormResult) Table(w io.Writer) {
 		fmt.Fprintf(w, "NOT all caught up before the timeout (reconnected: %.2fs)\n", r.ReconnectSeconds)
 	}
 	fmt.Fprintf(w, "received %d; lost %d; shown twice or out of order %d\n", r.Received, r.Lost, r.Duplicates)
-	if r.Earlier > 0 {
-		fmt.Fprintf(w, "ignored %d messages from before this run (an earlier run's last, unacknowledged messages, delivered again)\n", r.Earlier)
-	}
+	printEarlier(w, r.Earlier)
 }

@@ -288,9 +288,7 @@ func (r *UnicastResult) Table(w io.Writer) {
 	fmt.Fprintf(w, "devices: %d; published for %.1fs: %d requests, %d errors\n", r.Devices, r.Seconds, r.Requests, r.Errors)
 	fmt.Fprintf(w, "accepted (stored): %d, %.0f/s\n", r.Accepted, r.AcceptedPerSec)
 	fmt.Fprintf(w, "delivered: %d, %.0f/s; lost %d; duplicates or reordered %d\n", r.Delivered, r.DeliveredPerSec, r.Lost, r.Duplicates)
-	if r.Earlier > 0 {
-		fmt.Fprintf(w, "ignored %d messages from before this run (an earlier run's last, unacknowledged messages, delivered again)\n", r.Earlier)
-	}
+	printEarlier(w, r.Earlier)
 	switch {
 	case !r.AckChecked:
 		fmt.Fprintf(w, "acknowledged: not checked (no --admin-key)\n")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"herald/bench"
+	"herald/config"
 )
 
 const benchUsage = `Usage: herald bench <scenario> [flags]
@@ -227,7 +228,7 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 	perRequest := fs.Int("per-request", 1, "users per publish request")
 	payload := fs.Int("payload", 100, "payload padding bytes after the timestamp")
 	plot := fs.String("plot", "", "write an SVG latency-over-time chart to this file")
-	adminKey := fs.String("admin-key", "dev-admin-key", "admin key to confirm afterwards that every device's server cursor reached its last message (\"\": skip)")
+	adminKey := fs.String("admin-key", config.DevAdminKey, "admin key to confirm afterwards that every device's server cursor reached its last message (\"\": skip)")
 	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
