@@ -43,3 +43,16 @@ func TestUnicastPerRequestAtMostDevices(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestStoredCount(t *testing.T) {
+	n, err := storedCount([]byte(`{"messages":[{"user":"seq","channel":"u.seq","seq":17},{"user":"b","channel":"u.b","seq":18,"duplicate":true}],"duplicate":true}`))
+	if n != 2 || err != nil {
+		t.Fatalf("%d %v", n, err)
+	}
+	if n, err := storedCount([]byte(`{"messages":[]}`)); n != 0 || err != nil {
+		t.Fatalf("empty: %d %v", n, err)
+	}
+	if _, err := storedCount([]byte(`<html>`)); err == nil {
+		t.Fatal("an answer that is not a message list must be an error")
+	}
+}

@@ -88,6 +88,34 @@ type pubAck struct {
 	} `json:"error"`
 }
 
+// plainAckPrefix is how JetStream (nats-server's stream.go, mset.pubAck)
+// begins the PubAck of a message stored in the HERALD stream of a server
+// without a JetStream domain.
+const plainAckPrefix = `{"stream":"` + StreamName + `","seq":`
+
+// plainPubAck reads the PubAck of a plainly stored message —
+// {"stream":"HERALD","seq":N}, byte for byte as JetStream writes it —
+// without encoding/json, which cost the dispatcher more than the rest of
+// its PubAck handling together. Anything else (a duplicate, an error,
+// another stream, a domain, other spacing) is not ok and goes through
+// json.Unmarshal.
+func plainPubAck(b []byte) (seq uint64, ok bool) {
+	if len(b) < len(plainAckPrefix)+2 || string(b[:len(plainAckPrefix)]) != plainAckPrefix || b[len(b)-1] != '}' {
+		return 0, false
+	}
+	digits := b[len(plainAckPrefix) : len(b)-1]
+	if len(digits) > 19 || (len(digits) > 1 && digits[0] == '0') {
+		return 0, false // 19 digits cannot overflow a uint64; JSON numbers have no leading zeros
+	}
+	for _, d := range digits {
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		seq = seq*10 + uint64(d-'0')
+	}
+	return seq, seq > 0
+}
+
 var errNoResponders = errors.New("no JetStream stream answered (no responders)")
 
 func (m *ackMux) route(msg *nats.Msg) {
@@ -105,6 +133,8 @@ func (m *ackMux) route(msg *nats.Msg) {
 	var err error
 	if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
 		err = errNoResponders
+	} else if seq, ok := plainPubAck(msg.Data); ok {
+		st = Stored{Seq: seq}
 	} else {
 		var a pubAck
 		switch e := json.Unmarshal(msg.Data, &a); {

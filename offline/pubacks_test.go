@@ -2,6 +2,7 @@ package offline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -149,4 +150,61 @@ func TestPublishAllErrors(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) || time.Since(start) > 2*time.Second {
 		t.Fatalf("silent store: %v after %v", err, time.Since(start))
 	}
+}
+
+// The PubAck JetStream sends for a stored message takes the fast path,
+// and the fast path agrees with encoding/json whenever it answers.
+func TestPlainPubAck(t *testing.T) {
+	for _, c := range []struct {
+		in  string
+		seq uint64
+		ok  bool
+	}{
+		{`{"stream":"HERALD","seq":1}`, 1, true},
+		{`{"stream":"HERALD","seq":18446744073709551615}`, 0, false}, // 20 digits: left to encoding/json
+		{`{"stream":"HERALD","seq":1234567890123456789}`, 1234567890123456789, true},
+		{`{"stream":"HERALD","seq":0}`, 0, false},
+		{`{"stream":"HERALD","seq":07}`, 0, false},
+		{`{"stream":"HERALD","seq":}`, 0, false},
+		{`{"stream":"HERALD","seq":17,"duplicate": true}`, 0, false},
+		{`{"stream":"HERALD","domain":"hub","seq":17}`, 0, false},
+		{`{"stream":"OTHER","seq":17}`, 0, false},
+		{`{"stream":"HERALD","seq":-1}`, 0, false},
+		{`{"stream":"HERALD", "seq":17}`, 0, false},
+	} {
+		seq, ok := plainPubAck([]byte(c.in))
+		if seq != c.seq || ok != c.ok {
+			t.Errorf("%s: %d %v, want %d %v", c.in, seq, ok, c.seq, c.ok)
+		}
+	}
+}
+
+// The PubAck the embedded server really sends takes the fast path (if
+// nats-server changed its format, every ack would silently fall back to
+// encoding/json: this test says so instead).
+func TestJetStreamPubAckIsPlain(t *testing.T) {
+	s, _ := openStore(t)
+	msg, err := s.nc.Request(StoredSubject("demo", "u.plain"), []byte("x"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := plainPubAck(msg.Data); !ok {
+		t.Fatalf("JetStream's PubAck %s does not take the fast path", msg.Data)
+	}
+}
+
+func FuzzPlainPubAck(f *testing.F) {
+	f.Add([]byte(`{"stream":"HERALD","seq":42}`))
+	f.Add([]byte(`{"stream":"HERALD","seq":42,"duplicate": true}`))
+	f.Add([]byte(`{"stream":"HERALD","seq":4x}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		seq, ok := plainPubAck(b)
+		if !ok {
+			return
+		}
+		var a pubAck
+		if err := json.Unmarshal(b, &a); err != nil || a.Stream != StreamName || a.Seq != seq || a.Duplicate || a.Error != nil {
+			t.Fatalf("%q: fast path %d, encoding/json %+v %v", b, seq, a, err)
+		}
+	})
 }
