@@ -102,14 +102,18 @@ func (p *process) wait(t testing.TB, timeout time.Duration) error {
 }
 
 // gatewayConnections reads herald_gateway_connections from /metrics.
-func gatewayConnections(api string) string {
+func gatewayConnections(api string) string { return metric(api, "herald_gateway_connections") }
+
+// metric is the value of an unlabelled metric on api's /metrics, "" when
+// it cannot be read.
+func metric(api, name string) string {
 	resp, err := http.Get(api + "/metrics")
 	if err != nil {
 		return ""
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`(?m)^herald_gateway_connections (\d+)$`).FindSubmatch(b)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\d+)$`).FindSubmatch(b)
 	if m == nil {
 		return ""
 	}

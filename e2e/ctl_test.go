@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"herald/client"
+	"herald/config"
+	"herald/token"
+	"herald/wire"
 )
 
 // ctlRun runs `herald ctl` against the served herald and returns its output.
@@ -97,12 +100,32 @@ func TestCtlAndReplay(t *testing.T) {
 	if !strings.Contains(ctlOut, "from seq "+itoa(seqs[0])) {
 		t.Fatalf("replay --since 1h: %s", ctlOut)
 	}
+	waitFor(t, 10*time.Second, "the online replay to be acknowledged", func() bool {
+		return metric(api, "herald_gateway_replays_total") == "1"
+	})
+	// The first connection after the order gets CONNACK and RESYNC but
+	// dies before acknowledging anything: the order must not be lost.
+	raw := dialRaw(t, h.dev)
+	tok, err := token.Sign([]byte(config.DemoSecret), config.DemoApp, "alice", "d2", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if typ, _ := raw.connect(config.DemoApp, "d2", tok); typ != wire.TypeConnAck {
+		t.Fatalf("raw d2: %v, want CONNACK", typ)
+	}
+	if typ, body, err := raw.next(); err != nil || typ != wire.TypeResync {
+		t.Fatalf("raw d2 after CONNACK: %v %x %v, want RESYNC", typ, body, err)
+	}
+	raw.nc.Close()
 	d2cursors := &client.MemoryCursors{}
-	d2cursors.Save("u.alice", seqs[4]) // as if it had seen everything
+	d2cursors.Save("u.alice", seqs[4]) // as if it had seen everything (it never read that RESYNC)
 	d2 := device(t, h.dev, "alice", "d2", fresh, func(c *client.Config) { c.Cursors = d2cursors })
 	waitFor(t, 10*time.Second, "d2", func() bool { return d2.Connects() == 1 })
 	fresh.waitCount(t, 5, 10*time.Second)
 	checkExactlyOnceInOrder(t, fresh.snapshot(), seqs)
+	waitFor(t, 10*time.Second, "d2's replay to be acknowledged", func() bool {
+		return metric(api, "herald_gateway_replays_total") == "2"
+	})
 
 	// A replay of a user without devices is refused; bad input is explained.
 	cmd := exec.Command(h.bin, "ctl", "--api", api, "replay", "--app", "demo", "--user", "nobody", "--from-seq", "1")

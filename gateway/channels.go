@@ -129,6 +129,7 @@ type sub struct {
 	notify     bool    // NOTIFY sent: waiting for the device's SYNC
 	left       bool    // UNSUBed: deliver nothing more, write no cursor
 	solo       bool    // handed back by the shared scanner: serve one by one
+	replayWait bool    // (user channel) RESYNC sent: the operator's order waits for an ACK from its From on
 	held       *[]held // live messages that came while syncing (bounded; nil when none: a pointer keeps sub in a smaller size class)
 }
 
@@ -276,12 +277,17 @@ func (gw *Gateway) unregister(c *conn) {
 	sh.Unlock()
 	c.mu.Lock()
 	subs := c.subs
+	replayWait := false
 	for _, s := range subs {
 		if s != nil {
 			s.dropHeldLocked()
+			replayWait = replayWait || s.replayWait
 		}
 	}
 	c.mu.Unlock()
+	if replayWait {
+		gw.releaseReplay(c.key, c) // not acknowledged: again at the next CONNECT
+	}
 	for _, s := range subs {
 		if s != nil {
 			gw.leave(s)

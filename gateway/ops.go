@@ -41,9 +41,19 @@ type opsState struct {
 	p99       atomic.Int64 // nanoseconds
 
 	replayMu    sync.Mutex
-	replays     map[string]offline.Replay // pending, by "<app>.<user>.<device>"
-	replayCount atomic.Int32              // len(replays): CONNECT skips the lock when 0
+	replays     map[string]pendingReplay // by "<app>.<user>.<device>"
+	replayCount atomic.Int32             // len(replays): CONNECT skips the lock when 0
 	stopReplays func()
+}
+
+// pendingReplay is an order this gateway knows of. Once RESYNC is queued
+// on a connection (on), the order stays until the device acknowledges a
+// message at or after its From — proof that it read the RESYNC — and is
+// then deleted from the bucket; if the connection ends first, on is
+// cleared and the device's next connection gets RESYNC again.
+type pendingReplay struct {
+	r  offline.Replay
+	on *conn
 }
 
 func defaultID() string {
@@ -259,16 +269,17 @@ func (gw *Gateway) drainLoop() {
 
 // onReplay follows the replays bucket: an order for a device connected
 // here is carried out at once (or as soon as its catch-up ends); others
-// wait for the device's CONNECT.
+// wait for the device's CONNECT. A new order for the same device replaces
+// one still waiting for its ACK (and is carried out again).
 func (gw *Gateway) onReplay(key string, r *offline.Replay) {
 	gw.ops.replayMu.Lock()
 	if r == nil {
 		delete(gw.ops.replays, key)
 	} else {
 		if gw.ops.replays == nil {
-			gw.ops.replays = map[string]offline.Replay{}
+			gw.ops.replays = map[string]pendingReplay{}
 		}
-		gw.ops.replays[key] = *r
+		gw.ops.replays[key] = pendingReplay{r: *r}
 	}
 	gw.ops.replayCount.Store(int32(len(gw.ops.replays)))
 	gw.ops.replayMu.Unlock()
@@ -280,8 +291,10 @@ func (gw *Gateway) onReplay(key string, r *offline.Replay) {
 func (gw *Gateway) retryReplays() {
 	gw.ops.replayMu.Lock()
 	keys := make([]string, 0, len(gw.ops.replays))
-	for k := range gw.ops.replays {
-		keys = append(keys, k)
+	for k, p := range gw.ops.replays {
+		if p.on == nil {
+			keys = append(keys, k)
+		}
 	}
 	gw.ops.replayMu.Unlock()
 	for _, k := range keys {
@@ -296,51 +309,79 @@ func (gw *Gateway) tryReplay(key string) {
 	if !ok {
 		return
 	}
-	r, ok := gw.takeReplay(key, func(r offline.Replay) bool { return c.replay(r.From) })
-	if ok {
-		gw.replayDone(key, r)
+	if r, ok := gw.takeReplay(key, c, func(r offline.Replay) bool { return c.replay(r.From) }); ok {
+		gw.replaySent(r)
 	}
 }
 
-// takeReplay removes the order for key when apply (run under the lock, so
-// an order is carried out once) returns true.
-func (gw *Gateway) takeReplay(key string, apply func(offline.Replay) bool) (offline.Replay, bool) {
+// takeReplay marks the order for key as carried out on c when apply (run
+// under the lock, so an order is carried out once per connection) returns
+// true. An order already carried out on a live connection is left alone.
+func (gw *Gateway) takeReplay(key string, c *conn, apply func(offline.Replay) bool) (offline.Replay, bool) {
 	if gw.ops.replayCount.Load() == 0 {
 		return offline.Replay{}, false
 	}
 	gw.ops.replayMu.Lock()
 	defer gw.ops.replayMu.Unlock()
-	r, ok := gw.ops.replays[key]
-	if !ok || !apply(r) {
-		return r, false
+	p, ok := gw.ops.replays[key]
+	if !ok || p.on != nil || !apply(p.r) {
+		return p.r, false
 	}
-	delete(gw.ops.replays, key)
-	gw.ops.replayCount.Store(int32(len(gw.ops.replays)))
-	return r, true
+	p.on = c
+	gw.ops.replays[key] = p
+	return p.r, true
 }
 
-// putBackReplay restores an order taken for a connection that closed
-// before it could be carried out (unless a newer one came meanwhile).
-func (gw *Gateway) putBackReplay(key string, r offline.Replay) {
-	gw.ops.replayMu.Lock()
-	defer gw.ops.replayMu.Unlock()
-	if _, ok := gw.ops.replays[key]; ok {
+// releaseReplay makes an order carried out on c wait for the device again:
+// c ended before the device acknowledged anything from the order's From.
+func (gw *Gateway) releaseReplay(key string, c *conn) {
+	if gw.ops.replayCount.Load() == 0 {
 		return
 	}
-	if gw.ops.replays == nil {
-		gw.ops.replays = map[string]offline.Replay{}
+	gw.ops.replayMu.Lock()
+	defer gw.ops.replayMu.Unlock()
+	if p, ok := gw.ops.replays[key]; ok && p.on == c {
+		p.on = nil
+		gw.ops.replays[key] = p
 	}
-	gw.ops.replays[key] = r
-	gw.ops.replayCount.Store(int32(len(gw.ops.replays)))
 }
 
-func (gw *Gateway) replayDone(key string, r offline.Replay) {
+func (gw *Gateway) replaySent(r offline.Replay) {
+	gw.log.Info("replay sent", "app", r.App, "user", r.User, "device", r.Device, "from", r.From)
+}
+
+// replayAcked runs for an ACK of seq on c's user channel s while a replay
+// waits there: from From on, the order is done and leaves the bucket
+// (unless a newer order for the device came meanwhile). s.replayWait is
+// cleared under replayMu, so a newer order carried out meanwhile (which
+// sets it under the same lock) is never mistaken for this one.
+func (gw *Gateway) replayAcked(c *conn, s *sub, seq uint64) {
+	gw.ops.replayMu.Lock()
+	p, ok := gw.ops.replays[c.key]
+	switch {
+	case ok && p.on != c:
+		gw.ops.replayMu.Unlock()
+		return // a newer order, not yet carried out here
+	case ok && seq < p.r.From:
+		gw.ops.replayMu.Unlock()
+		return // not there yet
+	case ok:
+		delete(gw.ops.replays, c.key)
+		gw.ops.replayCount.Store(int32(len(gw.ops.replays)))
+	}
+	c.mu.Lock()
+	s.replayWait = false
+	c.mu.Unlock()
+	gw.ops.replayMu.Unlock()
+	if !ok {
+		return // done elsewhere (the bucket's delete came first)
+	}
 	gw.m.replays.Inc()
-	gw.log.Info("replay carried out", "app", r.App, "user", r.User, "device", r.Device, "from", r.From)
+	gw.log.Info("replay carried out", "app", p.r.App, "user", p.r.User, "device", p.r.Device, "from", p.r.From)
 	go func() {
 		ctx, cancel := context.WithTimeout(gw.ctx, 5*time.Second)
 		defer cancel()
-		if err := gw.store.DoneReplay(ctx, key); err != nil {
+		if err := gw.store.DoneReplay(ctx, c.key, p.r.Rev); err != nil {
 			gw.log.Warn("cannot mark a replay done", "err", err)
 		}
 	}()
@@ -362,11 +403,13 @@ func (c *conn) replay(from uint64) bool {
 		return false
 	}
 	if s.sent < from {
+		s.replayWait = true // done once it gets there
 		c.mu.Unlock()
 		return true // it has not got there yet: nothing to send again
 	}
 	s.sent = from - 1
 	s.syncing = true
+	s.replayWait = true
 	var buf [32]byte
 	c.appendLocked((&wire.Resync{Slot: slotUser, From: from}).Append(buf[:0]))
 	c.mu.Unlock()

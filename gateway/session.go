@@ -168,10 +168,11 @@ func (c *conn) handleConnect(body []byte) bool {
 	// An operator replay waiting for this device: start its user channel
 	// from there (and tell it, with RESYNC after CONNACK).
 	replayKey := offline.ReplayKey(app, user, device)
-	replay, replaying := gw.takeReplay(replayKey, func(r offline.Replay) bool {
+	replay, replaying := gw.takeReplay(replayKey, c, func(r offline.Replay) bool {
 		if user0.needCursor || user0.sent >= r.From {
 			user0.sent, user0.needCursor = r.From-1, false
 		}
+		user0.replayWait = true
 		return true
 	})
 	ack := wire.ConnAck{
@@ -197,7 +198,7 @@ func (c *conn) handleConnect(body []byte) bool {
 	if c.closed || c.state != stateConnecting {
 		c.mu.Unlock()
 		if replaying {
-			gw.putBackReplay(replayKey, replay) // for the device's next connection
+			gw.releaseReplay(replayKey, c) // for the device's next connection
 		}
 		return false
 	}
@@ -230,7 +231,7 @@ func (c *conn) handleConnect(body []byte) bool {
 	gw.m.connects.Inc()
 	if replaying {
 		gw.m.frameOut(wire.TypeResync)
-		gw.replayDone(replayKey, replay)
+		gw.replaySent(replay)
 	}
 
 	// Live first, then the store: nothing published in between is missed.
@@ -260,6 +261,15 @@ func (c *conn) handleAck(slot uint32, seq uint64) bool {
 	s := c.subs[slot]
 	if seq > s.sent {
 		seq = s.sent // never acknowledge what was not sent
+	}
+	if s.replayWait {
+		// An operator replay is done once the device acknowledges a
+		// message from its From on (replayed messages below the old
+		// cursor are stale ACKs for the server cursor, not for this).
+		c.mu.Unlock()
+		c.gw.replayAcked(c, s, seq)
+		c.mu.Lock()
+		seq = min(seq, s.sent) // a newer replay may have rewound it meanwhile
 	}
 	if seq <= s.acked {
 		c.mu.Unlock()

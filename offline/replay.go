@@ -14,13 +14,17 @@ import (
 // Replay is an operator's order to re-deliver a device's user channel from
 // sequence From (herald ctl replay). It waits in the bucket herald-replays
 // under ReplayKey until the gateway holding the device (now, or at its
-// next CONNECT) carries it out and deletes it.
+// next CONNECT) has sent RESYNC and the device has acknowledged a message
+// from From on; then the gateway deletes it.
 type Replay struct {
 	App    string    `json:"app"`
 	User   string    `json:"user"`
 	Device string    `json:"device"`
 	From   uint64    `json:"from"`
 	At     time.Time `json:"at"`
+	// Rev is the order's revision in the bucket (set by WatchReplays):
+	// DoneReplay deletes only that revision, not a newer order.
+	Rev uint64 `json:"-"`
 }
 
 // ReplayKey is "<app>.<user>.<device>", like a connection's key.
@@ -35,9 +39,15 @@ func (s *Store) PutReplay(ctx context.Context, r Replay) error {
 	return nil
 }
 
-// DoneReplay deletes a replay order once carried out.
-func (s *Store) DoneReplay(ctx context.Context, key string) error {
-	if err := s.replays.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+// DoneReplay deletes a replay order once carried out: revision rev of key
+// (0: whatever is there). A newer order for the same device stays.
+func (s *Store) DoneReplay(ctx context.Context, key string, rev uint64) error {
+	var opts []jetstream.KVDeleteOpt
+	if rev > 0 {
+		opts = append(opts, jetstream.LastRevision(rev))
+	}
+	err := s.replays.Delete(ctx, key, opts...)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) && !isWrongSequence(err) {
 		return fmt.Errorf("%w: replay done: %v", ErrUnavailable, err)
 	}
 	return nil
@@ -66,6 +76,7 @@ func (s *Store) WatchReplays(ctx context.Context, log *slog.Logger, fn func(key 
 				log.Error("replays bucket holds an invalid order; ignored", "key", e.Key(), "err", err)
 				continue
 			}
+			r.Rev = e.Revision()
 			fn(e.Key(), &r)
 		}
 	}()

@@ -2,12 +2,14 @@ package offline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"herald/config"
 	"herald/nats/natstest"
@@ -215,5 +217,56 @@ func TestAppsFollowChangesAfterStart(t *testing.T) {
 			t.Fatal("the apps copy did not see the new key")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// DoneReplay deletes the revision it was given, not a newer order for the
+// same device that came meanwhile.
+func TestDoneReplayKeepsANewerOrder(t *testing.T) {
+	s, _ := openStore(t)
+	got := make(chan Replay, 4)
+	stop, err := s.WatchReplays(ctx(t), slog.Default(), func(_ string, r *Replay) {
+		if r != nil {
+			got <- *r
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	next := func() Replay {
+		select {
+		case r := <-got:
+			return r
+		case <-time.After(5 * time.Second):
+			t.Fatal("no order from the watch")
+			return Replay{}
+		}
+	}
+	first := Replay{App: "demo", User: "alice", Device: "d1", From: 3}
+	if err := s.PutReplay(ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	old := next()
+	if old.Rev == 0 || old.From != 3 {
+		t.Fatalf("watched %+v", old)
+	}
+	first.From = 7
+	if err := s.PutReplay(ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	newer := next()
+	key := ReplayKey("demo", "alice", "d1")
+	if err := s.DoneReplay(ctx(t), key, old.Rev); err != nil {
+		t.Fatalf("done with an old revision: %v", err)
+	}
+	if e, err := s.replays.Get(ctx(t), key); err != nil || e.Revision() != newer.Rev {
+		t.Fatalf("the newer order is gone: %v", err)
+	}
+	if err := s.DoneReplay(ctx(t), key, newer.Rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.replays.Get(ctx(t), key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("after done: %v", err)
 	}
 }
