@@ -288,6 +288,7 @@ func (gw *Gateway) unregister(c *conn) {
 	if replayWait {
 		gw.releaseReplay(c.key, c) // not acknowledged: again at the next CONNECT
 	}
+	gw.forgetRevs(subs...)
 	for _, s := range subs {
 		if s != nil {
 			gw.leave(s)

@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"time"
+
+	"herald/offline"
 )
 
 // cursorKey is the KV key of the sub's cursor: "<app>.<user>.<device>.<channel>".
@@ -44,49 +46,110 @@ func (gw *Gateway) cursorFlusher() {
 	}
 }
 
-// flushCursors writes every dirty cursor; each write is bounded by 5s and
-// all of them by ctx. What is not written stays dirty for the next round.
+// cursorChunk bounds the cursor writes in flight at once (and one
+// round's deadline grows with them).
+const cursorChunk = 4096
+
+// flushCursors writes every dirty cursor, pipelined (offline.AdvanceCursors):
+// a cursor this gateway wrote before is one compare-and-set publish on the
+// revision it wrote (gw.revs). What is not written stays dirty for the
+// next round.
 func (gw *Gateway) flushCursors(ctx context.Context) {
 	gw.dirtyMu.Lock()
 	batch := gw.dirty
 	gw.dirty = nil
 	gw.dirtyMu.Unlock()
-	for i, s := range batch {
+	for len(batch) > 0 {
+		n := min(len(batch), cursorChunk)
 		if ctx.Err() != nil {
+			// Still flagged dirty: back on the list as they are.
 			gw.dirtyMu.Lock()
-			gw.dirty = append(gw.dirty, batch[i:]...)
+			gw.dirty = append(gw.dirty, batch...)
 			gw.dirtyMu.Unlock()
 			return
 		}
+		gw.flushChunk(ctx, batch[:n])
+		batch = batch[n:]
+	}
+}
+
+func (gw *Gateway) flushChunk(ctx context.Context, batch []*sub) {
+	subs := make([]*sub, 0, len(batch))
+	ws := make([]offline.CursorWrite, 0, len(batch))
+	gw.revMu.Lock()
+	for _, s := range batch {
 		c := s.c
 		c.mu.Lock()
 		seq := s.acked
 		s.dirty = false
-		left := s.left
+		skip := seq <= s.flushed || s.left
 		c.mu.Unlock()
-		if seq <= s.flushed || left {
+		if skip {
 			continue
 		}
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := gw.store.AdvanceCursor(wctx, s.cursorKey(), seq)
-		cancel()
-		if err != nil {
-			gw.m.cursorErrors.Inc()
-			gw.log.Warn("cursor write failed; will retry", "err", err)
-			c.mu.Lock()
-			retry := !s.dirty
-			s.dirty = true
-			c.mu.Unlock()
-			if retry {
-				gw.markDirty(s)
-			}
-			continue
-		}
-		gw.m.cursorWrites.Inc()
-		c.mu.Lock()
-		if seq > s.flushed {
-			s.flushed = seq
-		}
-		c.mu.Unlock()
+		subs = append(subs, s)
+		ws = append(ws, offline.CursorWrite{Key: s.cursorKey(), Seq: seq, Rev: gw.revs[s]})
 	}
+	gw.revMu.Unlock()
+	if len(ws) == 0 {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second+time.Duration(len(ws))*time.Millisecond)
+	gw.store.AdvanceCursors(wctx, ws)
+	cancel()
+	var failed []*sub
+	var lastErr error
+	gw.revMu.Lock()
+	for i, s := range subs {
+		w := &ws[i]
+		c := s.c
+		c.mu.Lock()
+		if w.Err == nil && w.Seq > s.flushed {
+			s.flushed = w.Seq
+		}
+		// A closing connection's subs leave gw.revs in unregister, which
+		// runs after the state changes: never add them back here.
+		live := !c.closed && c.state == stateReady && !s.left
+		c.mu.Unlock()
+		switch {
+		case w.Err != nil:
+			failed = append(failed, s)
+			lastErr = w.Err
+			delete(gw.revs, s)
+		case w.Rev != 0 && live:
+			gw.revs[s] = w.Rev
+		default:
+			delete(gw.revs, s)
+		}
+	}
+	gw.revMu.Unlock()
+	gw.m.cursorWrites.Add(len(ws) - len(failed))
+	if len(failed) > 0 {
+		gw.m.cursorErrors.Add(len(failed))
+		gw.log.Warn("cursor writes failed; will retry", "count", len(failed), "err", lastErr)
+		gw.redirty(failed)
+	}
+}
+
+// redirty puts subs back on the dirty list (those not on it already).
+func (gw *Gateway) redirty(subs []*sub) {
+	for _, s := range subs {
+		c := s.c
+		c.mu.Lock()
+		again := !s.dirty
+		s.dirty = true
+		c.mu.Unlock()
+		if again {
+			gw.markDirty(s)
+		}
+	}
+}
+
+// forgetRevs drops the cursor revisions of subs that are going away.
+func (gw *Gateway) forgetRevs(subs ...*sub) {
+	gw.revMu.Lock()
+	for _, s := range subs {
+		delete(gw.revs, s)
+	}
+	gw.revMu.Unlock()
 }

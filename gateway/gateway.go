@@ -10,6 +10,7 @@
 // Lock ordering (never take an earlier lock while holding a later one):
 //
 //	shardedMap shard lock  →  channel.mu  →  conn.mu  →  wheel.mu
+//	Gateway.revMu, opsState.replayMu  →  conn.mu
 //	Gateway.dirtyMu is a leaf taken alone.
 package gateway
 
@@ -73,6 +74,11 @@ type Gateway struct {
 	dirtyMu  sync.Mutex
 	dirty    []*sub // subs whose acked cursor is ahead of KV
 	flushNow chan struct{}
+	// revMu guards revs: the KV revision of each cursor this gateway
+	// wrote last, for the next write's compare-and-set (cursors.go);
+	// only subs that acknowledged something are in it.
+	revMu sync.Mutex
+	revs  map[*sub]uint64
 
 	outPending atomic.Int64 // bytes queued for devices, all connections
 	outFrames  atomic.Int64 // frames queued for devices, all connections
@@ -106,6 +112,7 @@ func New(cfg config.Gateway, d Deps) *Gateway {
 		chans:    newShardedMap[*channel](),
 		conns:    newShardedMap[*conn](),
 		flushNow: make(chan struct{}, 1),
+		revs:     map[*sub]uint64{},
 		quit:     make(chan struct{}),
 		ips:      newIPLimiter(cfg.MaxConnsPerIP),
 	}

@@ -221,6 +221,50 @@ func TestAcksMoveCursorForward(t *testing.T) {
 	waitFor(t, 5*time.Second, "cursor at the last message", func() bool { return cursor() == seqs[2] })
 }
 
+// After its first cursor write the gateway writes by compare-and-set on
+// the revision it wrote; a cursor another gateway moved ahead meanwhile
+// is left ahead; a closed connection leaves no revision behind.
+func TestCursorWritesRememberTheirRevision(t *testing.T) {
+	h := newHarness(t, nil)
+	d := h.connect("alice", 0)
+	key := offline.CursorKey("demo", "alice", "d1", "u.alice")
+	cursor := func() uint64 { c, _ := h.store.Cursor(context.Background(), key); return c }
+	revs := func() int { h.gw.revMu.Lock(); defer h.gw.revMu.Unlock(); return len(h.gw.revs) }
+	ack := func() uint64 {
+		seq := h.publish("alice", "m")
+		d.push()
+		d.write((&wire.Ack{Seq: seq}).Append(nil))
+		return seq
+	}
+	s1 := ack()
+	waitFor(t, 5*time.Second, "the first cursor", func() bool { return cursor() == s1 && revs() == 1 })
+	writes := h.gw.m.cursorWrites.Get()
+	s2 := ack()
+	waitFor(t, 5*time.Second, "the second cursor", func() bool { return cursor() == s2 && h.gw.m.cursorWrites.Get() == writes+1 })
+	if revs() != 1 {
+		t.Fatalf("%d revisions kept, want 1", revs())
+	}
+	ahead := s2 + 1000
+	if moved, err := h.store.AdvanceCursor(context.Background(), key, ahead); err != nil || !moved {
+		t.Fatal(moved, err)
+	}
+	ack()
+	waitFor(t, 5*time.Second, "the write that finds the cursor ahead", func() bool { return h.gw.m.cursorWrites.Get() == writes+2 })
+	if c := cursor(); c != ahead {
+		t.Fatalf("cursor %d, want %d: moved back", c, ahead)
+	}
+	if revs() != 0 {
+		t.Fatalf("%d revisions kept after a write that wrote nothing", revs())
+	}
+	b := h.connect("bob", 0)
+	seq := h.publish("bob", "m")
+	b.push()
+	b.write((&wire.Ack{Seq: seq}).Append(nil))
+	waitFor(t, 5*time.Second, "bob's cursor", func() bool { return revs() == 1 })
+	b.nc.Close()
+	waitFor(t, 5*time.Second, "bob's revision gone with his connection", func() bool { return revs() == 0 })
+}
+
 // A device that sends nothing within twice its heartbeat interval is closed.
 func TestHeartbeatDeadline(t *testing.T) {
 	h := newHarness(t, func(c *config.Gateway) { c.HeartbeatMin = time.Second })

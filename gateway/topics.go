@@ -162,6 +162,7 @@ func (c *conn) handleUnsub(body []byte) bool {
 	c.mu.Unlock()
 	c.gw.leave(s)
 	c.gw.acks.forget(s)
+	c.gw.forgetRevs(s)
 	go func() {
 		ctx, cancel := context.WithTimeout(c.gw.ctx, 5*time.Second)
 		defer cancel()

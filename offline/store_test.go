@@ -270,3 +270,55 @@ func TestDoneReplayKeepsANewerOrder(t *testing.T) {
 		t.Fatalf("after done: %v", err)
 	}
 }
+
+// AdvanceCursors writes unknown revisions the careful way and known ones
+// as one compare-and-set each; a cursor another writer moved ahead is
+// never moved back, and the stale revision is dropped.
+func TestAdvanceCursors(t *testing.T) {
+	s, _ := openStore(t)
+	keys := []string{CursorKey("demo", "a", "d1", "u.a"), CursorKey("demo", "b", "d1", "u.b"), CursorKey("demo", "c", "d1", "u.c")}
+	ws := make([]CursorWrite, len(keys))
+	for i, k := range keys {
+		ws[i] = CursorWrite{Key: k, Seq: uint64(10 + i)}
+	}
+	s.AdvanceCursors(ctx(t), ws)
+	for i, w := range ws {
+		if w.Err != nil || w.Rev == 0 {
+			t.Fatalf("first write %d: %+v", i, w)
+		}
+		if got, _ := s.Cursor(ctx(t), w.Key); got != uint64(10+i) {
+			t.Fatalf("cursor %s = %d", w.Key, got)
+		}
+	}
+	// Another gateway moves b ahead; this one then writes all three on
+	// the revisions it knows.
+	if moved, err := s.AdvanceCursor(ctx(t), keys[1], 50); err != nil || !moved {
+		t.Fatal(moved, err)
+	}
+	prev := []uint64{ws[0].Rev, ws[1].Rev, ws[2].Rev}
+	for i := range ws {
+		ws[i].Seq = uint64(20 + i)
+	}
+	s.AdvanceCursors(ctx(t), ws)
+	if ws[0].Err != nil || ws[0].Rev == 0 || ws[0].Rev == prev[0] || ws[2].Err != nil || ws[2].Rev == 0 {
+		t.Fatalf("second write: %+v", ws)
+	}
+	if ws[1].Err != nil || ws[1].Rev != 0 {
+		t.Fatalf("a cursor ahead of the write: %+v (want no error, no revision)", ws[1])
+	}
+	for i, want := range []uint64{20, 50, 22} {
+		if got, _ := s.Cursor(ctx(t), keys[i]); got != want {
+			t.Fatalf("cursor %s = %d, want %d", keys[i], got, want)
+		}
+	}
+	// With a revision that is no longer the key's (a delete, an UNSUB),
+	// the write falls back and still lands.
+	if err := s.DeleteCursor(ctx(t), keys[0]); err != nil {
+		t.Fatal(err)
+	}
+	one := []CursorWrite{{Key: keys[0], Seq: 30, Rev: ws[0].Rev}}
+	s.AdvanceCursors(ctx(t), one)
+	if got, _ := s.Cursor(ctx(t), keys[0]); one[0].Err != nil || one[0].Rev == 0 || got != 30 {
+		t.Fatalf("after a delete: %+v, cursor %d", one[0], got)
+	}
+}
