@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -94,14 +95,25 @@ func TestAdaptiveHeartbeatFindsTheNATLimit(t *testing.T) {
 	n := startNode(t, cfg)
 	nat := startNATProxy(t, n.Gateway.Addr().String(), 2500*time.Millisecond)
 	col := newCollector()
+	var mu sync.Mutex
+	var ends []string // why each connection ended, for a failure's message
 	c := device(t, nat.addr(), "alice", "d1", col, func(cfg *client.Config) {
 		cfg.HeartbeatGrowAfter = 1
 		cfg.PongTimeout = 500 * time.Millisecond
+		cfg.OnEvent = func(e client.Event) {
+			if e.Kind == client.Disconnected {
+				mu.Lock()
+				ends = append(ends, fmt.Sprint(e.Err))
+				mu.Unlock()
+			}
+		}
 	})
 	// 1s, 2s work; 3s is past the NAT's 2.5s: the connection dies.
 	waitFor(t, 15*time.Second, "the NAT to drop the connection and the device to reconnect", func() bool { return c.Connects() == 2 })
 	if nat.drops.Load() != 1 {
-		t.Fatalf("NAT dropped %d mappings", nat.drops.Load())
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("NAT dropped %d mappings; the first connection ended with: %q", nat.drops.Load(), ends)
 	}
 	if hb := c.HeartbeatInterval(); hb != 2*time.Second {
 		t.Fatalf("after the failure the interval is %v, want the last good 2s", hb)
