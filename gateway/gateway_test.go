@@ -288,3 +288,42 @@ func TestHeartbeatDeadline(t *testing.T) {
 		}
 	}
 }
+
+// An operator replay is done by an ACK of what was sent again after the
+// RESYNC, not by an ACK beyond it (one the device sent before it read the
+// RESYNC, from its old position).
+func TestReplayIsDoneByAnAckOfTheReplay(t *testing.T) {
+	h := newHarness(t, nil)
+	d := h.connect("alice", 0)
+	var seqs []uint64
+	for i := 0; i < 3; i++ {
+		seqs = append(seqs, h.publish("alice", "m"))
+		if p := d.push(); p.Seq != seqs[i] {
+			t.Fatalf("push %d: seq %d, want %d", i, p.Seq, seqs[i])
+		}
+	}
+	d.write((&wire.Ack{Seq: seqs[2]}).Append(nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	key := offline.CursorKey("demo", "alice", "d1", "u.alice")
+	waitFor(t, 5*time.Second, "the ACK before the order", func() bool { c, _ := h.store.Cursor(ctx, key); return c == seqs[2] })
+	if err := h.store.PutReplay(ctx, offline.Replay{App: "demo", User: "alice", Device: "d1", From: seqs[0]}); err != nil {
+		t.Fatal(err)
+	}
+	if typ, _ := d.read(); typ != wire.TypeResync {
+		t.Fatalf("got %s, want RESYNC", typ)
+	}
+	d.write((&wire.Ack{Seq: seqs[2] + 100}).Append(nil)) // beyond anything sent since the RESYNC
+	for i := range seqs {
+		if p := d.push(); p.Seq != seqs[i] {
+			t.Fatalf("replayed push %d: seq %d, want %d", i, p.Seq, seqs[i])
+		}
+	}
+	d.write((&wire.Ack{Seq: seqs[2] + 100}).Append(nil)) // still beyond: now clamped to the last sent
+	time.Sleep(300 * time.Millisecond)
+	if n := h.gw.m.replays.Get(); n != 0 {
+		t.Fatalf("%d replays done by ACKs beyond what the replay sent", n)
+	}
+	d.write((&wire.Ack{Seq: seqs[0]}).Append(nil))
+	waitFor(t, 5*time.Second, "the replay done by an ACK of its first message", func() bool { return h.gw.m.replays.Get() == 1 })
+}

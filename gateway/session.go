@@ -259,13 +259,16 @@ func (c *conn) handleAck(slot uint32, seq uint64) bool {
 		return false
 	}
 	s := c.subs[slot]
-	if seq > s.sent {
+	beyond := seq > s.sent
+	if beyond {
 		seq = s.sent // never acknowledge what was not sent
 	}
-	if s.replayWait {
+	if s.replayWait && !beyond {
 		// An operator replay is done once the device acknowledges a
 		// message from its From on (replayed messages below the old
 		// cursor are stale ACKs for the server cursor, not for this).
+		// An ACK beyond what was sent since the RESYNC was sent before
+		// the device read it (its old position): it proves nothing.
 		c.mu.Unlock()
 		c.gw.replayAcked(c, s, seq)
 		c.mu.Lock()
