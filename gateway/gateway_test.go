@@ -70,6 +70,19 @@ func (h *harness) publish(user, data string) uint64 {
 	return res[0].Seq
 }
 
+// pushes publishes n messages to user and reads them from d, in order.
+func (h *harness) pushes(d *dev, user string, n int) []uint64 {
+	h.t.Helper()
+	seqs := make([]uint64, n)
+	for i := range seqs {
+		seqs[i] = h.publish(user, "m")
+		if p := d.push(); p.Seq != seqs[i] {
+			h.t.Fatalf("push %d: seq %d, want %d", i, p.Seq, seqs[i])
+		}
+	}
+	return seqs
+}
+
 // dev is a hand-driven device connection.
 type dev struct {
 	t   *testing.T
@@ -204,11 +217,7 @@ func TestGapDetection(t *testing.T) {
 func TestAcksMoveCursorForward(t *testing.T) {
 	h := newHarness(t, nil)
 	d := h.connect("alice", 0)
-	var seqs []uint64
-	for i := 0; i < 3; i++ {
-		seqs = append(seqs, h.publish("alice", "m"))
-		d.push()
-	}
+	seqs := h.pushes(d, "alice", 3)
 	key := offline.CursorKey("demo", "alice", "d1", "u.alice")
 	cursor := func() uint64 { c, _ := h.store.Cursor(context.Background(), key); return c }
 	d.write((&wire.Ack{Seq: seqs[1]}).Append(nil))
@@ -231,8 +240,7 @@ func TestCursorWritesRememberTheirRevision(t *testing.T) {
 	cursor := func() uint64 { c, _ := h.store.Cursor(context.Background(), key); return c }
 	revs := func() int { h.gw.revMu.Lock(); defer h.gw.revMu.Unlock(); return len(h.gw.revs) }
 	ack := func() uint64 {
-		seq := h.publish("alice", "m")
-		d.push()
+		seq := h.pushes(d, "alice", 1)[0]
 		d.write((&wire.Ack{Seq: seq}).Append(nil))
 		return seq
 	}
@@ -257,8 +265,7 @@ func TestCursorWritesRememberTheirRevision(t *testing.T) {
 		t.Fatalf("%d revisions kept after a write that wrote nothing", revs())
 	}
 	b := h.connect("bob", 0)
-	seq := h.publish("bob", "m")
-	b.push()
+	seq := h.pushes(b, "bob", 1)[0]
 	b.write((&wire.Ack{Seq: seq}).Append(nil))
 	waitFor(t, 5*time.Second, "bob's cursor", func() bool { return revs() == 1 })
 	b.nc.Close()
@@ -295,13 +302,7 @@ func TestHeartbeatDeadline(t *testing.T) {
 func TestReplayIsDoneByAnAckOfTheReplay(t *testing.T) {
 	h := newHarness(t, nil)
 	d := h.connect("alice", 0)
-	var seqs []uint64
-	for i := 0; i < 3; i++ {
-		seqs = append(seqs, h.publish("alice", "m"))
-		if p := d.push(); p.Seq != seqs[i] {
-			t.Fatalf("push %d: seq %d, want %d", i, p.Seq, seqs[i])
-		}
-	}
+	seqs := h.pushes(d, "alice", 3)
 	d.write((&wire.Ack{Seq: seqs[2]}).Append(nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

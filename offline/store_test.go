@@ -275,7 +275,23 @@ func TestDoneReplayKeepsANewerOrder(t *testing.T) {
 // as one compare-and-set each; a cursor another writer moved ahead is
 // never moved back, and the stale revision is dropped.
 func TestAdvanceCursors(t *testing.T) {
-	s, _ := openStore(t)
+	s, nc := openStore(t)
+	// Cursor reads are KV Direct Gets: counting them tells a pipelined
+	// compare-and-set (no read) from the careful fallback (a read first),
+	// which would otherwise write the same values.
+	sub, err := nc.SubscribeSync("$JS.API.DIRECT.GET.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	// After a Flush every earlier copy is queued (the PONG comes after them).
+	gets := func() int {
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		n, _, _ := sub.Pending()
+		return n
+	}
 	keys := []string{CursorKey("demo", "a", "d1", "u.a"), CursorKey("demo", "b", "d1", "u.b"), CursorKey("demo", "c", "d1", "u.c")}
 	ws := make([]CursorWrite, len(keys))
 	for i, k := range keys {
@@ -299,7 +315,11 @@ func TestAdvanceCursors(t *testing.T) {
 	for i := range ws {
 		ws[i].Seq = uint64(20 + i)
 	}
+	before := gets()
 	s.AdvanceCursors(ctx(t), ws)
+	if n := gets() - before; n != 1 {
+		t.Fatalf("%d cursor reads for three writes on known revisions, one of them stale: want 1 (only the stale one falls back)", n)
+	}
 	if ws[0].Err != nil || ws[0].Rev == 0 || ws[0].Rev == prev[0] || ws[2].Err != nil || ws[2].Rev == 0 {
 		t.Fatalf("second write: %+v", ws)
 	}
