@@ -208,3 +208,75 @@ func FuzzPlainPubAck(f *testing.F) {
 		}
 	})
 }
+
+// A batch id is reused only once every message of its batch got its reply:
+// the next batch then replies on the same subjects (which keeps
+// nats-server's subject caches warm), while a batch given up on keeps its
+// id to itself, so its late replies cannot land in another batch.
+func TestPubAckIdsReusedOnlyWhenEveryReplyCame(t *testing.T) {
+	s, nc := openStore(t)
+	m, err := s.pubAcks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(reply, data string) {
+		t.Helper()
+		if err := nc.PublishMsg(&nats.Msg{Subject: StoredSubject("demo", "u.r"), Reply: reply, Data: []byte(data)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait := func(b *ackBatch) {
+		t.Helper()
+		select {
+		case <-b.done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no replies")
+		}
+	}
+
+	b1, r1, done1 := m.open(2)
+	publish(r1(0), "1/0")
+	publish(r1(1), "1/1")
+	wait(b1)
+	done1()
+	b2, r2, done2 := m.open(2)
+	if r2(0) != r1(0) {
+		t.Fatalf("a batch that got every reply left its id unused: %s, then %s", r1(0), r2(0))
+	}
+	publish(r2(0), "2/0")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m.mu.Lock()
+		left := b2.left
+		m.mu.Unlock()
+		if left == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no reply for 2/0")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	done2() // given up on with one reply to come
+
+	b3, r3, done3 := m.open(2)
+	defer done3()
+	if r3(0) == r2(0) || r3(1) == r2(1) {
+		t.Fatalf("a batch given up on lent its id to the next: %s", r3(1))
+	}
+	// The late reply comes first (one connection, one stream: replies in
+	// order), then b3's own; b3 must get exactly its own two seqs.
+	publish(r2(1), "2/1 late")
+	publish(r3(0), "3/0")
+	publish(r3(1), "3/1")
+	wait(b3)
+	if b3.err != nil || b3.out[0].Seq == 0 || b3.out[1].Seq != b3.out[0].Seq+1 {
+		t.Fatalf("b3 got %+v, %v: a late reply of another batch landed in it", b3.out, b3.err)
+	}
+	for i, want := range []string{"3/0", "3/1"} {
+		got, err := s.stream.GetMsg(ctx(t), b3.out[i].Seq)
+		if err != nil || string(got.Data) != want {
+			t.Fatalf("seq %d of b3's message %d holds %q (%v), want %q", b3.out[i].Seq, i, got.Data, err, want)
+		}
+	}
+}
