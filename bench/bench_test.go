@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -54,5 +56,32 @@ func TestStoredCount(t *testing.T) {
 	}
 	if _, err := storedCount([]byte(`<html>`)); err == nil {
 		t.Fatal("an answer that is not a message list must be an error")
+	}
+}
+
+// A storm that times out says whether the server still answers: up, up
+// but unhealthy, or gone.
+func TestHealthOf(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+		}
+	}))
+	defer up.Close()
+	sick := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer sick.Close()
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	for _, c := range []struct{ api, want string }{
+		{up.URL, "answering /healthz"},
+		{up.URL + "/", "answering /healthz"},
+		{sick.URL, "answering /healthz with 503 Service Unavailable"},
+		{gone.URL, "not answering ("},
+	} {
+		if got := healthOf(c.api); !strings.HasPrefix(got, c.want) || (c.want == "answering /healthz" && got != c.want) {
+			t.Errorf("healthOf(%s) = %q, want %q", c.api, got, c.want)
+		}
 	}
 }

@@ -3,6 +3,8 @@ package bench
 import (
 	"fmt"
 	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,10 @@ type StormResult struct {
 	Duplicates       int64   `json:"duplicates_or_reordered"`
 	Earlier          int64   `json:"earlier_messages_ignored"` // received but stamped before this run: see pool
 	Errors           int64   `json:"publish_errors"`
+	// ServerAfter is set when not every device caught up: whether the API
+	// still answered /healthz then. A stuck server and one that is gone
+	// read the same in the counts above.
+	ServerAfter string `json:"server_after_timeout,omitempty"`
 }
 
 // RunStorm runs the storm scenario.
@@ -158,6 +164,9 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	if cfg.Progress != nil {
 		fmt.Fprintln(cfg.Progress)
 	}
+	if res.CaughtUpSeconds == 0 {
+		res.ServerAfter = healthOf(cfg.API)
+	}
 	time.Sleep(300 * time.Millisecond) // anything extra would arrive now
 	var got int64
 	for i := range afterCut {
@@ -180,8 +189,22 @@ func (r *StormResult) Table(w io.Writer) {
 	if r.CaughtUpSeconds > 0 {
 		fmt.Fprintf(w, "all reconnected after %.2fs; all caught up after %.2fs\n", r.ReconnectSeconds, r.CaughtUpSeconds)
 	} else {
-		fmt.Fprintf(w, "NOT all caught up before the timeout (reconnected: %.2fs)\n", r.ReconnectSeconds)
+		fmt.Fprintf(w, "NOT all caught up before the timeout (reconnected: %.2fs); the API then: %s\n", r.ReconnectSeconds, r.ServerAfter)
 	}
 	fmt.Fprintf(w, "received %d; lost %d; shown twice or out of order %d\n", r.Received, r.Lost, r.Duplicates)
 	printEarlier(w, r.Earlier)
+}
+
+// healthOf says whether the API at api answers GET /healthz.
+func healthOf(api string) string {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(strings.TrimSuffix(api, "/") + "/healthz")
+	if err != nil {
+		return "not answering (" + err.Error() + ")"
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "answering /healthz with " + resp.Status
+	}
+	return "answering /healthz"
 }
