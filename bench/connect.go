@@ -444,7 +444,7 @@ func writeFrame(c net.Conn, frame []byte) error {
 func dialDevice(ctx context.Context, cfg WorkerConfig, i int) (net.Conn, error) {
 	src := cfg.Sources[i%len(cfg.Sources)]
 	target := cfg.Gateways[i%len(cfg.Gateways)]
-	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	d := sourceDialer(net.ParseIP(src))
 	user := cfg.Users + strconv.Itoa(i)
 	tok, err := token.Sign([]byte(cfg.Secret), cfg.App, user, benchDevice, 24*time.Hour)
 	if err != nil {

@@ -85,7 +85,7 @@ func startPool(cfg poolConfig) *pool {
 	for i := 0; i < cfg.Devices; i++ {
 		d := &device{idx: i, user: cfg.Users + strconv.Itoa(i), gate: g}
 		src := net.ParseIP(cfg.Sources[i%len(cfg.Sources)])
-		dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: src}}
+		dialer := sourceDialer(src)
 		secret, app, user := []byte(cfg.Secret), cfg.App, d.user
 		c, err := client.New(client.Config{
 			Addr:   cfg.Gateways[i%len(cfg.Gateways)],
