@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -242,6 +243,17 @@ func TestPubAckIdsReusedOnlyWhenEveryReplyCame(t *testing.T) {
 	b2, r2, done2 := m.open(2)
 	if r2(0) != r1(0) {
 		t.Fatalf("a batch that got every reply left its id unused: %s, then %s", r1(0), r2(0))
+	}
+	done1() // again, late: must not touch b2, which has its id now
+	id, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(r2(0), m.prefix), "_0"), 36, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	lent := m.waiting[id] == b2
+	m.mu.Unlock()
+	if !lent {
+		t.Fatal("a second done of a finished batch unregistered the batch its id was lent to")
 	}
 	publish(r2(0), "2/0")
 	deadline := time.Now().Add(5 * time.Second)
