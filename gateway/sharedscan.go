@@ -205,7 +205,10 @@ func (gw *Gateway) sharedRound(group []*sub, first map[*sub]uint64, more bool, f
 		case retry:
 			again = append(again, s)
 		case solo:
-			gw.catchup <- s
+			// Not a blocking send: catch-up workers hand storms to this
+			// goroutine with one, and with both queues full each would
+			// wait for the other forever.
+			gw.queueCatchup(s)
 		}
 	}
 	return frame, again

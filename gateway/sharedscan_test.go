@@ -175,3 +175,44 @@ func TestSharedCatchupLooksUpFewChannels(t *testing.T) {
 		t.Fatalf("l7 after the group: %+v, want live %d", p, seq)
 	}
 }
+
+// The shared scanner hands what it cannot finish back to the one-by-one
+// queue without waiting for room in it: catch-up workers hand storms to
+// the scanner, so with both queues full a blocking hand-back would leave
+// each waiting for the other forever.
+func TestSharedCatchupHandsBackWithoutBlocking(t *testing.T) {
+	h := newHarness(t, func(c *config.Gateway) { c.CatchupWorkers = 0; c.NotifyBacklog = 2 })
+	base := h.publish("full", "before")
+	for i := 0; i < 3; i++ {
+		h.publish("full", "more than NotifyBacklog: left to the one-by-one path (NOTIFY)")
+	}
+	h.connect("full", 0, wire.Cursor{Channel: []byte("u.full"), Seq: base})
+	waitFor(t, 5*time.Second, "the device's catch-ups queued", func() bool { return len(h.gw.catchup) == 2 })
+	group := []*sub{<-h.gw.catchup, <-h.gw.catchup}
+	filler := &sub{}
+	for len(h.gw.catchup) < cap(h.gw.catchup) {
+		h.gw.catchup <- filler
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); h.gw.sharedCatchup(group, nil) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the shared catch-up blocked on a full one-by-one queue")
+	}
+	// Once there is room, the user channel's catch-up is back in the queue.
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case s := <-h.gw.catchup:
+			if s != filler {
+				if s.slot != slotUser {
+					t.Fatalf("handed back slot %d, want the user channel", s.slot)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatal("the user channel's catch-up never came back to the queue")
+		}
+	}
+}
