@@ -26,6 +26,7 @@ fuzz:
 	$(GO) test ./wire -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzParseWSHeader -fuzztime $(FUZZTIME)
 	$(GO) test ./dispatcher -run '^$$' -fuzz FuzzParsePush -fuzztime $(FUZZTIME)
+	$(GO) test ./config -run '^$$' -fuzz FuzzValidName -fuzztime $(FUZZTIME)
 
 # The cluster topology as local processes (3 NATS, 2 dispatchers, 2 gateways).
 cluster: build

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"runtime"
 	"time"
 )
@@ -318,10 +317,29 @@ func fieldErr(field, format string, args ...any) error {
 
 // nameRE is what app, user, device and topic names may contain: they become
 // subject tokens and KV keys, so no '.', '*', '>' or whitespace.
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+// ValidName reports whether s may be used as an app, user, device or topic
+// name: 1–128 of A-Z a-z 0-9 _ -. The publish API checks every user of a
+// request with it, so it is a loop, not a regexp (one regexp match per
+// user was about 1% of the server's CPU at 33,000 messages/s).
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !nameByte[s[i]] {
+			return false
+		}
+	}
+	return true
+}
 
-// ValidName reports whether s may be used as an app, user, device or topic name.
-func ValidName(s string) bool { return nameRE.MatchString(s) }
+// nameByte marks the bytes a name may hold.
+var nameByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+	}
+	return
+}()
 
 // MaxIDLen is the longest idempotency id (of a push or an UP).
 const MaxIDLen = 128

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,19 @@ func TestValidName(t *testing.T) {
 			t.Errorf("%q should be invalid", s)
 		}
 	}
+}
+
+// ValidName is the documented rule, `^[A-Za-z0-9_-]{1,128}$`, for any input.
+func FuzzValidName(f *testing.F) {
+	re := regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	for _, s := range []string{"", "alice", "a.b", "a\n", "é", strings.Repeat("x", 128), strings.Repeat("x", 129), "\x00", "a\xffb"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := ValidName(s), re.MatchString(s); got != want {
+			t.Fatalf("ValidName(%q) = %v, the rule says %v", s, got, want)
+		}
+	})
 }
 
 // docs/configuration.md names every flag each role accepts.
