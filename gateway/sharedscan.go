@@ -26,12 +26,19 @@ const (
 	sharedGather    = 300 * time.Millisecond
 	sharedGatherMax = 2 * time.Second
 	// sharedFlush is how often a scan lets the devices it queued messages
-	// for start on them. By time, not by count: a storm's backlogs are
-	// interleaved (round after round of one message per device), so a
-	// count-sized page holds one message per device and each device got a
-	// socket write (and its reader a wake-up) per message; a time window
-	// covers several rounds and sends them in one write.
-	sharedFlush = 200 * time.Millisecond
+	// for start on them (and the scan's end always does). By time, not by
+	// count: a storm's backlogs are interleaved (round after round of one
+	// message per device), so a count-sized page holds one message per
+	// device and each device got a socket write (and its reader a wake-up)
+	// per message. A second is about what a whole storm's scan takes once
+	// the writes stop competing with it (18,000 devices × 10 messages:
+	// ~1 s), so most devices get their backlog in one or two writes;
+	// every 200 ms it got about one write per message again, and those
+	// writes slowed the scan they interrupted (storm: 6.6 s → 3.9 s,
+	// docs/benchmarks.md). A longer scan still lets devices start every
+	// second, and a device whose queued output passes half of
+	// MaxOutBytes leaves the scan for the one-by-one path.
+	sharedFlush = time.Second
 )
 
 // sharedScanner is the one goroutine that serves storms: it takes every
