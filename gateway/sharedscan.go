@@ -36,8 +36,8 @@ const (
 	// every 200 ms it got about one write per message again, and those
 	// writes slowed the scan they interrupted (storm: 6.6 s → 3.9 s,
 	// docs/benchmarks.md). A longer scan still lets devices start every
-	// second, and a device whose queued output passes half of
-	// MaxOutBytes leaves the scan for the one-by-one path.
+	// second, and a device with a quarter of MaxOutBytes queued is written
+	// at once.
 	sharedFlush = time.Second
 )
 
@@ -270,7 +270,14 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 				gw.m.catchupMsgs.Inc()
 				gw.m.frameOut(wire.TypePush)
 			}
+			// A large backlog goes out before the next sharedFlush, well
+			// before half of MaxOutBytes (above) would send it to the
+			// one-by-one path.
+			early := c.pendingLocked() >= gw.cfg.MaxOutBytes/4
 			c.mu.Unlock()
+			if early {
+				c.schedule(evFlush)
+			}
 			touched[c] = struct{}{}
 		}
 		// Let devices start on what they have every sharedFlush (the

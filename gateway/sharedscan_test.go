@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -214,5 +215,48 @@ func TestSharedCatchupHandsBackWithoutBlocking(t *testing.T) {
 		case <-deadline:
 			t.Fatal("the user channel's catch-up never came back to the queue")
 		}
+	}
+}
+
+// A shared scan lets devices start only every sharedFlush, but a device
+// whose queued backlog grows large is written at once: held for the whole
+// scan it would pass half of MaxOutBytes and leave the scan for the slow
+// one-by-one path (a storm with large payloads).
+func TestSharedCatchupWritesLargeBacklogsEarly(t *testing.T) {
+	h := newHarness(t, func(c *config.Gateway) {
+		c.CatchupWorkers = 0
+		c.MaxOutBytes = 64 << 10 // leaves the scan past 32 KB queued
+	})
+	const users, each = 40, 40
+	payload := strings.Repeat("x", 1000) // each device's backlog: ~40 KB
+	base := h.publish("someone-else", "before the group's messages")
+	want := map[string][]uint64{}
+	for round := 0; round < each; round++ {
+		for u := 0; u < users; u++ {
+			user := fmt.Sprintf("L%d", u)
+			want[user] = append(want[user], h.publish(user, payload))
+		}
+	}
+	devs := map[string]*dev{}
+	for u := 0; u < users; u++ {
+		user := fmt.Sprintf("L%d", u)
+		devs[user] = h.connect(user, 0, wire.Cursor{Channel: []byte("u." + user), Seq: base})
+	}
+	waitFor(t, 5*time.Second, "all catch-ups queued", func() bool { return len(h.gw.catchup) == 2*users })
+	done := make(chan struct{})
+	go func() { defer close(done); h.gw.catchupWorker() }()
+	t.Cleanup(func() { h.gw.catchup <- nil; <-done })
+	for user, d := range devs {
+		for i, seq := range want[user] {
+			if p := d.push(); p.Seq != seq {
+				t.Fatalf("%s message %d: seq %d, want %d", user, i, p.Seq, seq)
+			}
+		}
+	}
+	if n := h.gw.m.catchupResume.Get(); n != 0 {
+		t.Fatalf("%d devices left the shared scan for the one-by-one path", n)
+	}
+	if n := h.gw.m.sharedScans.Get(); n != 1 {
+		t.Fatalf("%d shared scans, want 1", n)
 	}
 }
