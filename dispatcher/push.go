@@ -285,6 +285,7 @@ func pushTargets(req *pushRequest) (out []target, code, msg string) {
 	if code != "" {
 		return nil, code, msg
 	}
+	out = make([]target, 0, len(users))
 	for _, u := range users {
 		out = append(out, target{user: u, channel: offline.UserChannel(u)})
 	}
@@ -300,6 +301,7 @@ func validUsers(users []string) (out []string, code, msg string) {
 		return nil, "too_many_users", fmt.Sprintf("at most %d users per request", MaxUsersPerPush)
 	}
 	seen := make(map[string]bool, len(users))
+	out = make([]string, 0, len(users))
 	for _, u := range users {
 		if !config.ValidName(u) {
 			return nil, "invalid_user", "invalid user name " + quote(u) + ": 1-128 of A-Z a-z 0-9 _ -"
