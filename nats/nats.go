@@ -40,6 +40,15 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	if port != server.RANDOM_PORT {
+		// nats-server logs nothing here (NoLog) and would only fail to
+		// become ready: say at once why, as the gateway and the API do.
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			return nil, fmt.Errorf("hnats: cannot listen on %s: %w (is another herald or nats-server running?)", cfg.Listen, err)
+		}
+		_ = ln.Close()
+	}
 	if cfg.Name == "" {
 		cfg.Name = "herald"
 	}
