@@ -16,6 +16,11 @@
 #   ROUNDS=10 scripts/bench-unicast.sh
 #   ROUNDS=8 SERVERS="/tmp/herald-before bin/herald" scripts/bench-unicast.sh
 #   ROUNDS=8 TARGETS=B scripts/bench-unicast.sh     # only the latency target
+#   PROBE=1 ROUNDS=6 scripts/bench-unicast.sh       # the machine's speed before each round
+#
+# With PROBE=1 each round starts with a line from scripts/probe (a few
+# seconds of one core: compute, memory and loopback TCP costs), to set the
+# round's figures next to what the shared machine gave at the time.
 #
 # Linux only. Loopback only; every run stops by itself, and every process
 # started here is stopped by PID on exit.
@@ -68,7 +73,9 @@ run() {
   echo "$line" >>"$RESULTS"
 }
 
+if [[ "${PROBE:-}" == 1 ]]; then go build -o "$TMP/probe" ./scripts/probe; fi
 for r in $(seq "$ROUNDS"); do
+  if [[ "${PROBE:-}" == 1 ]]; then "$TMP/probe"; fi
   if [[ " $TARGETS " == *" A "* ]]; then for s in $SERVERS; do run "$s" A "${A[@]}"; done; fi
   if [[ " $TARGETS " == *" B "* ]]; then for s in $SERVERS; do run "$s" B "${B[@]}"; done; fi
 done
