@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
@@ -71,7 +72,17 @@ type ConnectResult struct {
 	Gateways       []GatewayResult `json:"gateways"`
 	TotalRSS       float64         `json:"total_gateway_rss_bytes"`
 	TotalDevices   float64         `json:"total_gateway_devices"`
-	Errors         []string        `json:"errors,omitempty"`
+	// Handshake is each device's dial to CONNACK, over every worker.
+	Handshake Latency        `json:"handshake"`
+	Timeline  []ConnectPoint `json:"timeline"` // the ramp, every 250 ms
+	Errors    []string       `json:"errors,omitempty"`
+}
+
+// ConnectPoint is the ramp at T seconds.
+type ConnectPoint struct {
+	T         float64 `json:"t"`
+	Connected int     `json:"connected"`
+	Failed    int     `json:"failed"`
 }
 
 // workerReport is a line a worker prints on stdout.
@@ -80,7 +91,13 @@ type workerReport struct {
 	Failed    int    `json:"failed"`
 	Done      bool   `json:"done"`
 	Error     string `json:"error,omitempty"`
+	// Handshake, in the last report (Done), is the worker's histogram of
+	// dial-to-CONNACK times in microseconds.
+	Handshake *hdrhistogram.Snapshot `json:"handshake,omitempty"`
 }
+
+// newHandshakeHistogram covers 1 µs to 60 s with 2 significant figures.
+func newHandshakeHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 2) }
 
 // checkLoopback refuses any address that is not on this machine's loopback.
 func checkLoopback(addrs ...string) error {
@@ -210,6 +227,7 @@ func RunConnect(cfg ConnectConfig) (*ConnectResult, error) {
 		go func() {
 			defer close(w.done)
 			sc := bufio.NewScanner(stdout)
+			sc.Buffer(make([]byte, 64<<10), 4<<20) // the last report carries a histogram
 			for sc.Scan() {
 				var r workerReport
 				if json.Unmarshal(sc.Bytes(), &r) == nil {
@@ -234,6 +252,7 @@ func RunConnect(cfg ConnectConfig) (*ConnectResult, error) {
 
 	// Ramp: wait until every worker is done (or the ramp times out).
 	deadline := start.Add(cfg.RampTimeout)
+	res.Timeline = append(res.Timeline, ConnectPoint{})
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -252,6 +271,7 @@ func RunConnect(cfg ConnectConfig) (*ConnectResult, error) {
 		}
 		res.Connected, res.Failed = connected, failed
 		el := time.Since(start)
+		res.Timeline = append(res.Timeline, ConnectPoint{T: el.Seconds(), Connected: connected, Failed: failed})
 		if cfg.Progress != nil {
 			fmt.Fprintf(cfg.Progress, "\rconnect: %s %d/%d connected, %d failed, %.0f/s   ",
 				bar(connected+failed, cfg.Conns, 30), connected, cfg.Conns, failed, float64(connected)/el.Seconds())
@@ -276,6 +296,13 @@ func RunConnect(cfg ConnectConfig) (*ConnectResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	hs := newHandshakeHistogram()
+	for _, w := range workers {
+		if snap := w.last.Load().Handshake; snap != nil {
+			hs.Merge(hdrhistogram.Import(snap))
+		}
+	}
+	res.Handshake = summarize(hs)
 	for i := range after {
 		g := GatewayResult{Before: before[i], After: after[i], Devices: after[i].Connections - before[i].Connections}
 		if g.Devices > 0 {
@@ -338,11 +365,18 @@ func RunConnectWorker(cfg WorkerConfig) error {
 		connected atomic.Int64
 		failed    atomic.Int64
 		lastErr   atomic.Pointer[string]
+		hsMu      sync.Mutex
+		hs        = newHandshakeHistogram()
 	)
 	report := func(done bool) {
 		r := workerReport{Connected: int(connected.Load()), Failed: int(failed.Load()), Done: done}
 		if e := lastErr.Load(); e != nil {
 			r.Error = *e
+		}
+		if done {
+			hsMu.Lock()
+			r.Handshake = hs.Export()
+			hsMu.Unlock()
 		}
 		b, _ := json.Marshal(r)
 		fmt.Fprintf(cfg.Out, "%s\n", b)
@@ -372,13 +406,16 @@ func RunConnectWorker(cfg WorkerConfig) error {
 						return
 					}
 				}
-				c, err := dialDevice(ctx, cfg, i)
+				c, took, err := dialDevice(ctx, cfg, i)
 				if err != nil {
 					failed.Add(1)
 					s := err.Error()
 					lastErr.Store(&s)
 					continue
 				}
+				hsMu.Lock()
+				_ = hs.RecordValue(took.Microseconds())
+				hsMu.Unlock()
 				mu.Lock()
 				conns = append(conns, c)
 				mu.Unlock()
@@ -440,17 +477,21 @@ func writeFrame(c net.Conn, frame []byte) error {
 	return err
 }
 
-// dialDevice connects device i from its source address and authenticates.
-func dialDevice(ctx context.Context, cfg WorkerConfig, i int) (net.Conn, error) {
+// dialDevice connects device i from its source address and authenticates;
+// it returns the connection and the time from dial to CONNACK (the token is
+// signed before the clock starts: a device brings the token its app got
+// earlier).
+func dialDevice(ctx context.Context, cfg WorkerConfig, i int) (net.Conn, time.Duration, error) {
 	src := cfg.Sources[i%len(cfg.Sources)]
 	target := cfg.Gateways[i%len(cfg.Gateways)]
 	d := sourceDialer(net.ParseIP(src))
 	user := cfg.Users + strconv.Itoa(i)
 	tok, err := token.Sign([]byte(cfg.Secret), cfg.App, user, benchDevice, 24*time.Hour)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	connect := (&wire.Connect{Version: wire.Version, App: []byte(cfg.App), Device: []byte(benchDevice), Token: []byte(tok), Heartbeat: 30}).Append(nil)
+	began := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	var c net.Conn
@@ -459,7 +500,7 @@ func dialDevice(ctx context.Context, cfg WorkerConfig, i int) (net.Conn, error) 
 		wd := ws.Dialer{NetDial: d.DialContext}
 		nc, br, _, err := wd.Dial(dctx, target)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if br != nil {
 			ws.PutReader(br)
@@ -469,26 +510,26 @@ func dialDevice(ctx context.Context, cfg WorkerConfig, i int) (net.Conn, error) 
 	} else {
 		nc, err := d.DialContext(dctx, "tcp", target)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		c, r = nc, nc
 	}
 	c.SetDeadline(time.Now().Add(15 * time.Second))
 	if err := writeFrame(c, connect); err != nil {
 		c.Close()
-		return nil, err
+		return nil, 0, err
 	}
 	typ, err := readFirstFrame(c, r)
 	if err != nil {
 		c.Close()
-		return nil, err
+		return nil, 0, err
 	}
 	if typ != wire.TypeConnAck {
 		c.Close()
-		return nil, fmt.Errorf("got %s instead of CONNACK", typ)
+		return nil, 0, fmt.Errorf("got %s instead of CONNACK", typ)
 	}
 	c.SetDeadline(time.Time{})
-	return c, nil
+	return c, time.Since(began), nil
 }
 
 // readFirstFrame reads one frame's type without buffering past it.

@@ -3,7 +3,9 @@ package bench
 import (
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +50,22 @@ type StormResult struct {
 	// still answered /healthz then. A stuck server and one that is gone
 	// read the same in the counts above.
 	ServerAfter string `json:"server_after_timeout,omitempty"`
+	// Per device, the time from being let back to having received all it
+	// missed (when every device caught up; 20 ms resolution).
+	CaughtUpP50 float64 `json:"caught_up_p50_seconds,omitempty"`
+	CaughtUpP90 float64 `json:"caught_up_p90_seconds,omitempty"`
+	CaughtUpP99 float64 `json:"caught_up_p99_seconds,omitempty"`
+	// Timeline is the recovery every 100 ms from the moment the devices
+	// were let back.
+	Timeline []StormPoint `json:"timeline"`
+}
+
+// StormPoint is the recovery at T seconds after the devices were let back.
+type StormPoint struct {
+	T           float64 `json:"t"`
+	Reconnected int     `json:"reconnected"`
+	CaughtUp    int     `json:"caught_up"`
+	Received    int64   `json:"received"` // messages received since the cut
 }
 
 // RunStorm runs the storm scenario.
@@ -139,21 +157,34 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	p.open()
 	deadline := start.Add(cfg.Timeout)
 	want := int64(cfg.Missed)
+	caughtAt := make([]float64, cfg.Devices) // seconds after start; 0: not yet
+	var nextPoint float64
 	for {
-		reconnected, caught := p.connected(2), 0
+		el := time.Since(start).Seconds()
+		reconnected, caught, received := p.connected(2), 0, int64(0)
 		for i := range afterCut {
-			if afterCut[i].Load() >= want {
+			n := afterCut[i].Load()
+			received += n
+			if n >= want {
 				caught++
+				if caughtAt[i] == 0 {
+					caughtAt[i] = el
+				}
 			}
 		}
 		if reconnected == cfg.Devices && res.ReconnectSeconds == 0 {
-			res.ReconnectSeconds = time.Since(start).Seconds()
+			res.ReconnectSeconds = el
+		}
+		if el >= nextPoint || caught == cfg.Devices {
+			res.Timeline = append(res.Timeline, StormPoint{T: el, Reconnected: reconnected, CaughtUp: caught, Received: received})
+			nextPoint = el + 0.1
 		}
 		if cfg.Progress != nil {
 			fmt.Fprintf(cfg.Progress, "\rrecovering: %d/%d reconnected, %d/%d caught up   ", reconnected, cfg.Devices, caught, cfg.Devices)
 		}
 		if caught == cfg.Devices {
-			res.CaughtUpSeconds = time.Since(start).Seconds()
+			res.CaughtUpSeconds = el
+			res.CaughtUpP50, res.CaughtUpP90, res.CaughtUpP99 = quantile(caughtAt, 0.50), quantile(caughtAt, 0.90), quantile(caughtAt, 0.99)
 			break
 		}
 		if time.Now().After(deadline) {
@@ -191,8 +222,51 @@ func (r *StormResult) Table(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "NOT all caught up before the timeout (reconnected: %.2fs); the API then: %s\n", r.ReconnectSeconds, r.ServerAfter)
 	}
+	if r.CaughtUpSeconds > 0 {
+		fmt.Fprintf(w, "per device, caught up after: p50 %.2fs, p90 %.2fs, p99 %.2fs\n", r.CaughtUpP50, r.CaughtUpP90, r.CaughtUpP99)
+	}
 	fmt.Fprintf(w, "received %d; lost %d; shown twice or out of order %d\n", r.Received, r.Lost, r.Duplicates)
 	printEarlier(w, r.Earlier)
+}
+
+// quantile is the q-quantile of xs (nearest rank); xs is sorted in place.
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	sort.Float64s(xs)
+	i := int(math.Ceil(q*float64(len(xs)))) - 1
+	if i < 0 {
+		i = 0
+	}
+	return xs[i]
+}
+
+// Plot writes the recovery as an SVG chart: devices reconnected and caught
+// up, and messages received per second, against seconds since the devices
+// were let back.
+func (r *StormResult) Plot(path string) error {
+	title := fmt.Sprintf("herald storm: %d devices x %d missed, all caught up after %.2fs", r.Devices, r.MissedPerDevice, r.CaughtUpSeconds)
+	if r.CaughtUpSeconds == 0 {
+		title = fmt.Sprintf("herald storm: %d devices x %d missed, NOT all caught up", r.Devices, r.MissedPerDevice)
+	}
+	c := Chart{Title: title, LeftUnit: "devices", RightUnit: "msgs/s"}
+	rec := Series{Name: "reconnected", Color: "#36c"}
+	cau := Series{Name: "caught up", Color: "#2a2", Width: 2}
+	rate := Series{Name: "messages received/s", Color: "#c33"}
+	for i, pt := range r.Timeline {
+		c.X = append(c.X, pt.T)
+		rec.Y = append(rec.Y, float64(pt.Reconnected))
+		cau.Y = append(cau.Y, float64(pt.CaughtUp))
+		v := 0.0
+		if i > 0 && pt.T > r.Timeline[i-1].T {
+			v = float64(pt.Received-r.Timeline[i-1].Received) / (pt.T - r.Timeline[i-1].T)
+		}
+		rate.Y = append(rate.Y, v)
+	}
+	c.Left = []Series{rec, cau}
+	c.Right = []Series{rate}
+	return c.WriteSVG(path)
 }
 
 // healthOf says whether the API at api answers GET /healthz.

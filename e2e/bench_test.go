@@ -20,8 +20,9 @@ func TestBenchConnect(t *testing.T) {
 	h := startServe(t)
 	bin, dir, api, dev := h.bin, h.dir, h.api, h.dev
 	out := filepath.Join(dir, "report.json")
-	b := start(t, dir, fmt.Sprintf("%s bench connect --conns 300 --procs 2 --hold 1s --gateways %s --sources 127.0.0.2-127.0.0.3 --metrics http://%s/metrics --json %s",
-		bin, dev, api, out))
+	cplot := filepath.Join(dir, "connect.svg")
+	b := start(t, dir, fmt.Sprintf("%s bench connect --conns 300 --procs 2 --hold 1s --gateways %s --sources 127.0.0.2-127.0.0.3 --metrics http://%s/metrics --json %s --plot %s",
+		bin, dev, api, out, cplot))
 	if err := b.wait(t, 60*time.Second); err != nil {
 		t.Fatalf("bench: %v\n%s", err, b.out.String())
 	}
@@ -37,9 +38,28 @@ func TestBenchConnect(t *testing.T) {
 		Gateways  []struct {
 			Devices float64 `json:"devices"`
 		} `json:"gateways"`
+		Handshake struct {
+			Count int64   `json:"count"`
+			P50   float64 `json:"p50_ms"`
+			P99   float64 `json:"p99_ms"`
+		} `json:"handshake"`
+		Timeline []struct {
+			Connected int `json:"connected"`
+		} `json:"timeline"`
 	}
 	if err := json.Unmarshal(raw, &rep); err != nil || rep.Connected != 300 || len(rep.Gateways) != 1 || rep.Gateways[0].Devices != 300 {
 		t.Fatalf("report %s: %v", raw, err)
+	}
+	// Every worker's handshake times reach the report; the ramp's timeline
+	// starts empty and ends with everyone; the chart draws it.
+	if h := rep.Handshake; h.Count != 300 || h.P50 <= 0 || h.P50 > h.P99 || !strings.Contains(b.out.String(), "handshake (dial to CONNACK, 300 devices): p50 ") {
+		t.Fatalf("handshake %+v\n%s", h, b.out.String())
+	}
+	if n := len(rep.Timeline); n < 2 || rep.Timeline[0].Connected != 0 || rep.Timeline[n-1].Connected != 300 {
+		t.Fatalf("ramp timeline %+v", rep.Timeline)
+	}
+	if svg, err := os.ReadFile(cplot); err != nil || strings.Count(string(svg), "<polyline") != 2 {
+		t.Fatalf("connect plot: %v %.200s", err, svg)
 	}
 }
 
@@ -80,13 +100,37 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 		t.Fatalf("plot: %v %.200s", err, svg)
 	}
 
-	s := start(t, dir, fmt.Sprintf("%s bench storm --devices 60 --missed 5 --per-request 20 --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --timeout 30s",
-		bin, api, dev))
+	splot, sjson := filepath.Join(dir, "storm.svg"), filepath.Join(dir, "storm.json")
+	s := start(t, dir, fmt.Sprintf("%s bench storm --devices 60 --missed 5 --per-request 20 --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --timeout 30s --plot %s --json %s",
+		bin, api, dev, splot, sjson))
 	if err := s.wait(t, 90*time.Second); err != nil {
 		t.Fatalf("storm: %v\n%s", err, s.out.String())
 	}
-	if out := s.out.String(); !strings.Contains(out, "all caught up after") || !strings.Contains(out, "lost 0; shown twice or out of order 0") {
+	if out := s.out.String(); !strings.Contains(out, "all caught up after") || !strings.Contains(out, "lost 0; shown twice or out of order 0") ||
+		!strings.Contains(out, "per device, caught up after: p50 ") {
 		t.Fatalf("storm output:\n%s", out)
+	}
+	// The report's timeline ends with everyone back, and each device's
+	// catch-up time is at most the last one's.
+	var srep struct {
+		All      float64 `json:"all_caught_up_seconds"`
+		P50      float64 `json:"caught_up_p50_seconds"`
+		P99      float64 `json:"caught_up_p99_seconds"`
+		Timeline []struct {
+			R        int   `json:"reconnected"`
+			C        int   `json:"caught_up"`
+			Received int64 `json:"received"`
+		} `json:"timeline"`
+	}
+	raw, _ := os.ReadFile(sjson)
+	if err := json.Unmarshal(raw, &srep); err != nil || len(srep.Timeline) < 2 || srep.P50 <= 0 || srep.P50 > srep.P99 || srep.P99 > srep.All {
+		t.Fatalf("storm report %s: %v", raw, err)
+	}
+	if last := srep.Timeline[len(srep.Timeline)-1]; last.R != 60 || last.C != 60 || last.Received != 300 {
+		t.Fatalf("storm timeline ends at %+v", last)
+	}
+	if svg, err := os.ReadFile(splot); err != nil || strings.Count(string(svg), "<polyline") != 3 {
+		t.Fatalf("storm plot: %v %.200s", err, svg)
 	}
 
 	for _, target := range []string{"", "--topic bench-news"} {
@@ -123,5 +167,24 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 		if svg, err := os.ReadFile(bplot); err != nil || !strings.Contains(string(svg), "<polyline") {
 			t.Fatalf("broadcast plot: %v %.200s", err, svg)
 		}
+	}
+}
+
+// herald bench -h lists the scenarios and succeeds; an unknown scenario is
+// an error that still shows them.
+func TestBenchUsage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildHerald(t)
+	for _, arg := range []string{"-h", "--help", "help"} {
+		p := start(t, t.TempDir(), bin+" bench "+arg)
+		if err := p.wait(t, 20*time.Second); err != nil || !strings.Contains(p.out.String(), "storm ") || !strings.Contains(p.out.String(), "--plot FILE") {
+			t.Fatalf("bench %s: %v\n%s", arg, err, p.out.String())
+		}
+	}
+	p := start(t, t.TempDir(), bin+" bench nonsense")
+	if err := p.wait(t, 20*time.Second); err == nil || !strings.Contains(p.out.String(), `unknown scenario "nonsense"`) || !strings.Contains(p.out.String(), "storm ") {
+		t.Fatalf("bench nonsense: %v\n%s", err, p.out.String())
 	}
 }

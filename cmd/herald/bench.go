@@ -25,7 +25,10 @@ Scenarios:
   interest           what each NATS node of a cluster pays per online user's subscription (make cluster)
   baseline-gateway   a goroutine-per-connection gateway, to measure against (same bench)
 
-Every scenario targets loopback addresses only and stops by itself.
+Every scenario targets loopback addresses only and stops by itself. The
+load scenarios (connect, unicast, broadcast, storm) print a table and take
+--json FILE (the report) and --plot FILE (an SVG chart over time); interest
+takes --json. herald bench <scenario> -h lists a scenario's flags.
 `
 
 func benchCmd(args []string, stdout, stderr io.Writer) error {
@@ -48,6 +51,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return benchBroadcast(args[1:], stdout, stderr)
 	case "interest":
 		return benchInterest(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, benchUsage)
+		return nil
 	default:
 		fmt.Fprintf(stderr, "herald bench: unknown scenario %q\n\n%s", args[0], benchUsage)
 		return errUsage
@@ -92,6 +98,7 @@ func benchConnect(args []string, stdout, stderr io.Writer) error {
 	ramp := fs.Duration("ramp-timeout", 5*time.Minute, "give up ramping after this long")
 	users := fs.String("users", "bench", "user name prefix")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file")
+	plot := fs.String("plot", "", "write an SVG chart of the ramp (devices connected, connects/s) to this file")
 	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
@@ -108,6 +115,11 @@ func benchConnect(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	res.Table(stdout)
+	if *plot != "" {
+		if err := res.Plot(*plot); err != nil {
+			return err
+		}
+	}
 	if *jsonOut != "" {
 		return bench.WriteJSON(*jsonOut, res)
 	}
@@ -178,10 +190,15 @@ func (lf loadFlags) start() (src []string, stop func(), err error) {
 	return src, func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
-// chart is a scenario's latency-over-time chart for --plot.
+// chart is a scenario's chart over time for --plot: write draws it.
 type chart struct {
-	path, title string
-	timeline    []bench.Second
+	path  string
+	write func(path string) error
+}
+
+// latencyChart is unicast's and broadcast's: latency and deliveries per second.
+func latencyChart(path, title string, tl []bench.Second) chart {
+	return chart{path, func(p string) error { return bench.WritePlot(p, title, tl) }}
 }
 
 // finish prints the report, writes the chart (if asked) and the JSON report
@@ -190,7 +207,7 @@ type chart struct {
 func (lf loadFlags) finish(stdout io.Writer, res interface{ Table(io.Writer) }, c chart, verdict error) error {
 	res.Table(stdout)
 	if c.path != "" {
-		if err := bench.WritePlot(c.path, c.title, c.timeline); err != nil {
+		if err := c.write(c.path); err != nil {
 			return err
 		}
 	}
@@ -250,7 +267,7 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 	case res.AckChecked && res.AckedDevices < res.Devices:
 		verdict = fmt.Errorf("unicast: %d of %d devices' acknowledgements not confirmed", res.Devices-res.AckedDevices, res.Devices)
 	}
-	return lf.finish(stdout, res, chart{*plot, fmt.Sprintf("herald unicast: %d devices, %.0f delivered/s, p99 %.1f ms", res.Devices, res.DeliveredPerSec, res.Latency.P99), res.Timeline}, verdict)
+	return lf.finish(stdout, res, latencyChart(*plot, fmt.Sprintf("herald unicast: %d devices, %.0f delivered/s, p99 %.1f ms", res.Devices, res.DeliveredPerSec, res.Latency.P99), res.Timeline), verdict)
 }
 
 func benchStorm(args []string, stdout, stderr io.Writer) error {
@@ -262,6 +279,7 @@ func benchStorm(args []string, stdout, stderr io.Writer) error {
 	publishers := fs.Int("publishers", 16, "concurrent publishing requests")
 	perRequest := fs.Int("per-request", 100, "users per publish request")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up waiting for recovery after this long")
+	plot := fs.String("plot", "", "write an SVG chart of the recovery (devices reconnected and caught up, messages/s) to this file")
 	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
@@ -280,7 +298,7 @@ func benchStorm(args []string, stdout, stderr io.Writer) error {
 	if res.Lost > 0 || res.Duplicates > 0 || res.CaughtUpSeconds == 0 {
 		verdict = fmt.Errorf("storm: %d lost, %d shown twice or out of order", res.Lost, res.Duplicates)
 	}
-	return lf.finish(stdout, res, chart{}, verdict)
+	return lf.finish(stdout, res, chart{*plot, res.Plot}, verdict)
 }
 
 func benchBroadcast(args []string, stdout, stderr io.Writer) error {
@@ -313,7 +331,7 @@ func benchBroadcast(args []string, stdout, stderr io.Writer) error {
 	if res.Lost > 0 || res.Duplicates > 0 {
 		verdict = fmt.Errorf("broadcast: %d lost, %d shown twice or out of order", res.Lost, res.Duplicates)
 	}
-	return lf.finish(stdout, res, chart{*plot, fmt.Sprintf("herald broadcast: %d devices, %.0f deliveries/s, p99 %.1f ms", res.Devices, res.DeliveriesPerSec, res.Latency.P99), res.Timeline}, verdict)
+	return lf.finish(stdout, res, latencyChart(*plot, fmt.Sprintf("herald broadcast: %d devices, %.0f deliveries/s, p99 %.1f ms", res.Devices, res.DeliveriesPerSec, res.Latency.P99), res.Timeline), verdict)
 }
 
 func benchInterest(args []string, stdout, stderr io.Writer) error {
