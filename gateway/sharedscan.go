@@ -82,8 +82,10 @@ func (gw *Gateway) sharedScanner() {
 			wait = 100 * time.Millisecond
 		}
 		began := time.Now()
-		frame = gw.sharedCatchup(group, frame)
-		gw.log.Debug("shared catch-up", "catchups", len(group), "gathered", began.Sub(start), "took", time.Since(began))
+		var ph scanPhases
+		frame, ph = gw.sharedCatchup(group, frame)
+		gw.log.Debug("shared catch-up", "catchups", len(group), "gathered", began.Sub(start), "took", time.Since(began),
+			"cursors", ph.cursors, "backlog", ph.backlog, "scans", ph.scans, "rounds", ph.rounds)
 		if len(gw.shared) == 0 {
 			gw.storming.Store(false)
 		}
@@ -96,10 +98,16 @@ func (gw *Gateway) sharedScanner() {
 // sharedCatchup serves a group of catch-ups. Subs it cannot finish (paused
 // output, messages that arrived after the scan) go back to the queue for
 // the one-by-one path, which continues from what was sent.
-func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
+func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) ([]byte, scanPhases) {
 	gw.m.sharedScans.Inc()
+	var ph scanPhases
+	t := time.Now()
 	gw.resolveCursors(group)
+	ph.cursors = time.Since(t)
+	t = time.Now()
 	group, first := gw.withBacklog(group)
+	ph.backlog = time.Since(t)
+	t = time.Now()
 	// Messages stored during a scan (a broadcast burst while thousands of
 	// devices sync) leave their devices behind: scan again, only what came
 	// meanwhile, a few rounds, rather than sending each device to read the
@@ -108,8 +116,16 @@ func (gw *Gateway) sharedCatchup(group []*sub, frame []byte) []byte {
 		var again []*sub
 		frame, again = gw.sharedRound(group, first, round < sharedRounds-1, frame)
 		group, first = again, nil
+		ph.rounds++
 	}
-	return frame
+	ph.scans = time.Since(t)
+	return frame, ph
+}
+
+// scanPhases is where a shared catch-up's time went, for the debug log.
+type scanPhases struct {
+	cursors, backlog, scans time.Duration // stored cursors read; last-sequence lookups; range reads
+	rounds                  int
 }
 
 // sharedRounds bounds the scans of one group.
