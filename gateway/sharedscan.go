@@ -16,9 +16,14 @@ import (
 // the catch-ups queued together are served by one wildcard read of the range
 // per app, each message handed to the devices of its channel: one pass.
 const (
-	minSharedGroup   = 32      // fewer waiting catch-ups are served one by one
-	maxSharedGroup   = 1 << 16 // catch-ups one scan takes at once (a device has 2+)
-	cursorReadFanout = 32      // concurrent KV cursor reads for a group
+	minSharedGroup = 32      // fewer waiting catch-ups are served one by one
+	maxSharedGroup = 1 << 16 // catch-ups one scan takes at once (a device has 2+)
+	// cursorReadFanout bounds a group's concurrent store reads (stored
+	// cursors, last-sequence lookups): with 32 a storm's cursor reads were
+	// round-trip bound (70-565 ms in the recovery's last scan, 4-109 ms
+	// with 128), and 128 brought the whole storm from 5.83 to 5.24 s
+	// (medians of seven pairs in turns, docs/benchmarks.md).
+	cursorReadFanout = 128
 	// sharedGather is how long the scanner waits for more catch-ups before
 	// a scan; while they keep coming (a storm's reconnects are spread by
 	// the devices' backoff jitter) it waits on, up to sharedGatherMax:
