@@ -44,6 +44,12 @@ type Store struct {
 	recalls jetstream.KeyValue
 	gws     jetstream.KeyValue // gateway registry (registry.go)
 	replays jetstream.KeyValue // pending operator replays (replay.go)
+	// replicated: the streams have more than one replica. Direct Get is
+	// then answered by any replica, and a follower that is behind (one
+	// just restarted and catching up serves from 90% on) can say "nothing
+	// there" about messages the leader already acknowledged; a reader must
+	// not take such an answer as the end of a backlog (leader.go).
+	replicated bool
 }
 
 // StreamConfig is the HERALD stream's configuration for cfg.
@@ -144,7 +150,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg config.Store) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("offline: cannot create stream %s: %w", UpStreamName, err)
 	}
-	s := &Store{nc: nc, js: js, stream: stream, up: up}
+	s := &Store{nc: nc, js: js, stream: stream, up: up, replicated: cfg.Replicas > 1}
 	for _, b := range s.buckets(cfg) {
 		kv, err := ensure(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
 			return js.CreateOrUpdateKeyValue(ctx, b.cfg)
@@ -347,10 +353,10 @@ func (s *Store) fetch(ctx context.Context, stream, subject string, from uint64, 
 		switch m.Header.Get("Status") {
 		case "":
 		case "404":
-			return msgs, 0, nil
+			return s.confirmEnd(ctx, stream, subject, from, max, msgs, 0)
 		case "204": // end of batch
 			pending, _ = strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
-			return msgs, pending, nil
+			return s.confirmEnd(ctx, stream, subject, from, max, msgs, pending)
 		case "408":
 			return msgs, 0, fmt.Errorf("%w: direct get: %s", ErrUnavailable, m.Header.Get("Description"))
 		default:
@@ -365,8 +371,16 @@ func (s *Store) fetch(ctx context.Context, stream, subject string, from uint64, 
 }
 
 // LastSeq is the sequence of the last stored message on subject, 0 when
-// there is none. It is an indexed lookup (Direct Get last_by_subj), not a scan.
+// there is none. It is an indexed lookup, not a scan: Direct Get
+// last_by_subj, or with replicas the leader's (leader.go).
 func (s *Store) LastSeq(ctx context.Context, subject string) (uint64, error) {
+	if s.replicated {
+		m, found, err := s.leaderGet(ctx, StreamName, subject, 0)
+		if err != nil || !found {
+			return 0, err
+		}
+		return m.Seq, nil
+	}
 	m, err := s.stream.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
@@ -462,7 +476,10 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 		cancel()
 	}()
 	if cons.CachedInfo().NumPending == 0 {
-		return nil // nothing of subject from `from` on
+		// Nothing of subject from `from` on — on the consumer's replica.
+		if more, err := s.leaderHasMore(ctx, subject, from, upTo); err != nil || !more {
+			return err
+		}
 	}
 	const batch = 4096
 	// A no-wait fetch can come back empty while messages remain (the
@@ -493,10 +510,21 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 				return nil
 			}
 			if m.Seq >= upTo || md.NumPending == 0 {
-				// Drain what this fetch still delivers, then stop.
-				for range fetched.Messages() {
+				more := false
+				if m.Seq < upTo {
+					// The consumer's replica may be behind the leader:
+					// then read on (empty fetches end in an error, and
+					// the caller reads one by one).
+					if more, err = s.leaderHasMore(ctx, subject, m.Seq+1, upTo); err != nil {
+						return err
+					}
 				}
-				return nil
+				if !more {
+					// Drain what this fetch still delivers, then stop.
+					for range fetched.Messages() {
+					}
+					return nil
+				}
 			}
 		}
 		if err := fetched.Error(); err != nil {

@@ -1,0 +1,154 @@
+package offline
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// staleReplica adds a reader of HERALD's Direct Gets that has none of
+// demo's messages: a mirror with MirrorDirect, filtered to another app,
+// joins the stream's Direct Get queue group and answers "no message" for
+// demo's subjects, as a replica that is behind the leader does. About half
+// of the Direct Gets then reach it.
+func staleReplica(t *testing.T, s *Store) {
+	t.Helper()
+	_, err := s.js.CreateStream(ctx(t), jetstream.StreamConfig{
+		Name:         "HERALD_BEHIND",
+		Storage:      jetstream.MemoryStorage,
+		Mirror:       &jetstream.StreamSource{Name: StreamName, FilterSubject: StoredSubject("other", ">")},
+		MirrorDirect: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A mirror joins the Direct Get group once it receives something.
+	if _, err := s.PublishAll(ctx(t), []Publish{{App: "other", Channel: "u.x", Data: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		m, err := s.js.Stream(ctx(t), "HERALD_BEHIND")
+		if err == nil {
+			if info, err := m.Info(ctx(t)); err == nil && info.State.Msgs == 1 {
+				break
+			}
+		}
+		if i == 100 {
+			t.Fatal("the mirror did not receive its message")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// With a replica that is behind answering Direct Gets, a replicated store's
+// reads that end a backlog still see every message the leader has: the
+// last sequence, the end of a fetch, a fetch of a single message, and the
+// end of a scan. (The same reads without the confirmation are shown to go
+// wrong, so the setup does make stale answers.)
+func TestReadsThatEndABacklogAskTheLeader(t *testing.T) {
+	s, _ := openStore(t)
+	staleReplica(t, s)
+	res, err := s.PublishAll(ctx(t), []Publish{{App: "demo", Channel: "u.alice", Data: []byte("one")}, {App: "demo", Channel: "u.alice", Data: []byte("two")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := StoredSubject("demo", "u.alice")
+	first, last := res[0].Seq, res[1].Seq
+
+	// Without the confirmation (an R1 store reads Direct Get as is).
+	stale := 0
+	for i := 0; i < 30; i++ {
+		msgs, _, err := s.Fetch(ctx(t), subj, 1, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) < 2 {
+			stale++
+		}
+	}
+	if stale == 0 {
+		t.Fatal("30 Direct Gets, none answered by the stale reader: the test's setup is not doing its job")
+	}
+
+	s.replicated = true
+	for i := 0; i < 30; i++ {
+		seq, err := s.LastSeq(ctx(t), subj)
+		if err != nil || seq != last {
+			t.Fatalf("LastSeq = %d, %v; want %d", seq, err, last)
+		}
+		// Reading on until the store says the end was reached (as a
+		// catch-up does) yields both messages.
+		var got []uint64
+		from := uint64(1)
+		for {
+			msgs, pending, err := s.Fetch(ctx(t), subj, from, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range msgs {
+				got = append(got, m.Seq)
+				from = m.Seq + 1
+			}
+			if len(msgs) == 0 || pending == 0 {
+				break
+			}
+			if len(got) > 2 {
+				t.Fatalf("read past the end: %v", got)
+			}
+		}
+		if len(got) != 2 || got[0] != first || got[1] != last {
+			t.Fatalf("fetch until the end: %v, want [%d %d]", got, first, last)
+		}
+		// A single-message fetch, as the shared scan's first-message lookup.
+		msgs, _, err := s.Fetch(ctx(t), subj, 1, 1)
+		if err != nil || len(msgs) != 1 || msgs[0].Seq != first || string(msgs[0].Data) != "one" {
+			t.Fatalf("first message: %+v, %v", msgs, err)
+		}
+	}
+	// A scan's end is checked the same way.
+	if more, err := s.leaderHasMore(ctx(t), StoredSubject("demo", ">"), last, last); err != nil || !more {
+		t.Fatalf("leaderHasMore at the last message: %v, %v", more, err)
+	}
+	if more, err := s.leaderHasMore(ctx(t), StoredSubject("demo", ">"), last+1, last+5); err != nil || more {
+		t.Fatalf("leaderHasMore past the last message: %v, %v", more, err)
+	}
+	var scanned []uint64
+	if err := s.Scan(ctx(t), StoredSubject("demo", ">"), 1, last, func(m *Message) bool { scanned = append(scanned, m.Seq); return true }); err != nil || len(scanned) != 2 {
+		t.Fatalf("scan: %v, %v", scanned, err)
+	}
+}
+
+// The leader's answer, parsed: a message with its headers and TTL, "no
+// message", another error, and garbage.
+func TestParseLeaderGet(t *testing.T) {
+	m, found, err := parseLeaderGet([]byte(`{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","message":{"subject":"herald.ch.demo.u.a","seq":42,"hdrs":"TkFUUy8xLjANCk5hdHMtVFRMOiA2MA0KDQo=","data":"aGk=","time":"2026-11-28T10:00:00Z"}}`))
+	if err != nil || !found || m.Seq != 42 || string(m.Data) != "hi" || m.Subject != "herald.ch.demo.u.a" || m.Expires.Sub(m.Time).Seconds() != 60 {
+		t.Fatalf("%+v %v %v", m, found, err)
+	}
+	if _, found, err := parseLeaderGet([]byte(`{"error":{"code":404,"err_code":10037,"description":"no message found"}}`)); found || err != nil {
+		t.Fatalf("no message: %v %v", found, err)
+	}
+	if _, _, err := parseLeaderGet([]byte(`{"error":{"code":503,"err_code":10008,"description":"jetstream not available"}}`)); err == nil {
+		t.Fatal("an error answer must be an error")
+	}
+	for _, bad := range []string{`nonsense`, `{}`, `{"message":{"hdrs":"TkFUUy8x"}}`} {
+		if _, found, err := parseLeaderGet([]byte(bad)); err == nil || found {
+			t.Errorf("%s: found %v, err %v", bad, found, err)
+		}
+	}
+}
+
+// The leader's answer is network bytes: no input panics, and a message
+// found has a sequence.
+func FuzzParseLeaderGet(f *testing.F) {
+	f.Add([]byte(`{"message":{"subject":"s","seq":1,"data":"aGk=","time":"2026-11-28T10:00:00Z"}}`))
+	f.Add([]byte(`{"error":{"code":404,"err_code":10037}}`))
+	f.Add([]byte(`{"message":{"seq":3,"hdrs":"TkFUUy8xLjANCk5hdHMtVFRMOiA2MA0KDQo="}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, found, err := parseLeaderGet(data)
+		if found && (err != nil || m.Seq == 0) {
+			t.Fatalf("found %+v with err %v", m, err)
+		}
+	})
+}
