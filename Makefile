@@ -27,6 +27,7 @@ fuzz:
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzParseWSHeader -fuzztime $(FUZZTIME)
 	$(GO) test ./dispatcher -run '^$$' -fuzz FuzzParsePush -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz FuzzValidName -fuzztime $(FUZZTIME)
+	$(GO) test ./offline -run '^$$' -fuzz FuzzParseLeaderGet -fuzztime $(FUZZTIME)
 
 # The cluster topology as local processes (3 NATS, 2 dispatchers, 2 gateways).
 cluster: build
