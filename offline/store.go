@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -454,12 +455,24 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 	if from > upTo {
 		return nil
 	}
+	// A prefix wildcard ("herald.ch.<app>.>", the shared scan's) is matched
+	// here, not by the server: for a filtered consumer nats-server finds
+	// each next message by matching the filter against every subject of
+	// the block when the block holds more than four messages per subject,
+	// which a storm's range does (4,000 devices × 10 messages: 3.8 s to
+	// scan 40,000 messages, against 1.1 s for 180,000 from 18,000 devices);
+	// unfiltered it walks the block. What else is in the range (other
+	// apps, schedules) crosses to this process and is skipped.
+	filter, prefix := []string{subject}, ""
+	if p, ok := strings.CutSuffix(subject, ">"); ok && !strings.ContainsAny(p, "*>") {
+		filter, prefix = nil, p
+	}
 	// One ephemeral pull consumer for the whole scan (AckNone, in memory,
 	// one replica): an ordered consumer in fetch mode is deleted and made
 	// again on every fetch, which while a cluster recovers costs seconds
 	// per fetch.
 	cons, err := s.js.CreateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
-		FilterSubjects:    []string{subject},
+		FilterSubjects:    filter,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       from,
 		AckPolicy:         jetstream.AckNonePolicy,
@@ -500,14 +513,17 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 			if err != nil {
 				return fmt.Errorf("offline: scan %s: %v", subject, err)
 			}
-			m := Message{Seq: md.Sequence.Stream, Subject: jm.Subject(), Time: md.Timestamp, Data: jm.Data(), Header: jm.Headers()}
-			if ttl := m.Header.Get(jetstream.MsgTTLHeader); ttl != "" {
-				if d, ok := ParseTTL(ttl); ok {
-					m.Expires = m.Time.Add(d)
+			m := Message{Seq: md.Sequence.Stream, Subject: jm.Subject(), Time: md.Timestamp}
+			if prefix == "" || strings.HasPrefix(m.Subject, prefix) {
+				m.Data, m.Header = jm.Data(), jm.Headers()
+				if ttl := m.Header.Get(jetstream.MsgTTLHeader); ttl != "" {
+					if d, ok := ParseTTL(ttl); ok {
+						m.Expires = m.Time.Add(d)
+					}
 				}
-			}
-			if !fn(&m) {
-				return nil
+				if !fn(&m) {
+					return nil
+				}
 			}
 			if m.Seq >= upTo || md.NumPending == 0 {
 				more := false
