@@ -230,6 +230,12 @@ func TestTLSEverywhere(t *testing.T) {
 func TestGarbageWhileDevicesReceive(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Gateway.ConnectTimeout = 2 * time.Second
+	// The garbage connections that authenticate first (all as device m1,
+	// so each new one takes over the one before) are closed when their
+	// bytes are a protocol error — or, when the last one's bytes happen to
+	// be a valid frame or the start of one, when it has been silent for
+	// two heartbeats: 1 s here, so within the test's 8 s.
+	cfg.Gateway.HeartbeatMin = time.Second
 	n := startNode(t, cfg)
 	addr, wsAddr, api := n.Gateway.Addr().String(), n.Gateway.WSAddr().String(), apiURL(n)
 	const devices, perDevice = 10, 30
@@ -274,7 +280,7 @@ func TestGarbageWhileDevicesReceive(t *testing.T) {
 			defer nc.Close()
 			r := bufio.NewReader(nc)
 			if i%2 == 0 && to == addr {
-				nc.Write((&wire.Connect{Version: wire.Version, App: []byte("demo"), Device: []byte("m1"), Token: []byte(tok)}).Append(nil))
+				nc.Write((&wire.Connect{Version: wire.Version, App: []byte("demo"), Device: []byte("m1"), Token: []byte(tok), Heartbeat: 1}).Append(nil))
 			}
 			nc.Write(payloads[i])
 			nc.SetReadDeadline(time.Now().Add(8 * time.Second))
