@@ -41,13 +41,8 @@ func (s *Store) Message(ctx context.Context, app string, seq uint64) (Message, e
 			return Message{}, ErrNotFound
 		}
 		m := Message{Seq: raw.Sequence, Subject: raw.Subject, Time: raw.Time, Data: raw.Data, Header: raw.Header}
-		if ttl := raw.Header.Get(jetstream.MsgTTLHeader); ttl != "" {
-			if d, ok := ParseTTL(ttl); ok {
-				m.Expires = m.Time.Add(d)
-				if !m.Expires.After(time.Now()) {
-					return m, ErrExpired // expired, not yet removed by the server
-				}
-			}
+		if m.setExpires(); !m.Expires.IsZero() && !m.Expires.After(time.Now()) {
+			return m, ErrExpired // expired, not yet removed by the server
 		}
 		return m, nil
 	}

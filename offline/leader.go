@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Reads that end a backlog must not trust a lagging replica. With more
@@ -75,11 +74,7 @@ func parseLeaderGet(data []byte) (Message, bool, error) {
 			return Message{}, false, fmt.Errorf("offline: leader get: headers: %v", err)
 		}
 		m.Header = h
-		if ttl := h.Get(jetstream.MsgTTLHeader); ttl != "" {
-			if d, ok := ParseTTL(ttl); ok {
-				m.Expires = m.Time.Add(d)
-			}
-		}
+		m.setExpires()
 	}
 	return m, true, nil
 }

@@ -402,12 +402,18 @@ func fromHeaders(h nats.Header, data []byte) (Message, error) {
 	if ts := h.Get(jetstream.TimeStampHeaer); ts != "" {
 		m.Time, _ = time.Parse(time.RFC3339Nano, ts)
 	}
-	if ttl := h.Get(jetstream.MsgTTLHeader); ttl != "" && !m.Time.IsZero() {
+	m.setExpires()
+	return m, nil
+}
+
+// setExpires sets Expires from the message's Nats-TTL header and its
+// stored time (no header, a bad value or no time: it never expires).
+func (m *Message) setExpires() {
+	if ttl := m.Header.Get(jetstream.MsgTTLHeader); ttl != "" && !m.Time.IsZero() {
 		if d, ok := ParseTTL(ttl); ok {
 			m.Expires = m.Time.Add(d)
 		}
 	}
-	return m, nil
 }
 
 // ParseTTL parses a Nats-TTL header value: seconds, or a Go duration.
@@ -516,11 +522,7 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 			m := Message{Seq: md.Sequence.Stream, Subject: jm.Subject(), Time: md.Timestamp}
 			if prefix == "" || strings.HasPrefix(m.Subject, prefix) {
 				m.Data, m.Header = jm.Data(), jm.Headers()
-				if ttl := m.Header.Get(jetstream.MsgTTLHeader); ttl != "" {
-					if d, ok := ParseTTL(ttl); ok {
-						m.Expires = m.Time.Add(d)
-					}
-				}
+				m.setExpires()
 				if !fn(&m) {
 					return nil
 				}
