@@ -23,6 +23,7 @@ type gwMetrics struct {
 	natsSlow       *metrics.Counter
 	catchupMsgs    *metrics.Counter
 	catchupRuns    *metrics.Counter
+	handbacks      *metrics.Counter // shared scan → one by one
 	liveMsgs       *metrics.Counter
 	staleAcks      *metrics.Counter
 	cursorWrites   *metrics.Counter
@@ -66,6 +67,7 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		natsSlow:       s.NewCounter(`herald_gateway_nats_slow_consumer_total`),
 		catchupMsgs:    s.NewCounter(`herald_gateway_catchup_messages_total`),
 		catchupRuns:    s.NewCounter(`herald_gateway_catchup_runs_total`),
+		handbacks:      s.NewCounter(`herald_gateway_catchup_handbacks_total`),
 		liveMsgs:       s.NewCounter(`herald_gateway_live_messages_total`),
 		staleAcks:      s.NewCounter(`herald_gateway_stale_acks_total`),
 		cursorWrites:   s.NewCounter(`herald_gateway_cursor_writes_total`),

@@ -147,9 +147,10 @@ func (gw *Gateway) sharedRound(group []*sub, first map[*sub]uint64, more bool, f
 		bySubject map[string][]*sub
 	}
 	scans := map[string]*appScan{}
-	// Subs with more than NotifyBacklog messages, or a large one, and subs
-	// not scanned are left to the one-by-one path (which announces large
-	// backlogs with NOTIFY).
+	// Subs with more than NotifyBacklog messages, or a large one, subs
+	// whose output filled during the scan, and subs not scanned are left to
+	// the one-by-one path (which announces large backlogs with NOTIFY and
+	// waits for a full output to drain).
 	over := map[*sub]bool{}
 	for _, s := range group {
 		c := s.c
@@ -233,6 +234,7 @@ func (gw *Gateway) sharedRound(group []*sub, first map[*sub]uint64, more bool, f
 		case retry:
 			again = append(again, s)
 		case solo:
+			gw.m.handbacks.Inc()
 			// Not a blocking send: catch-up workers hand storms to this
 			// goroutine with one, and with both queues full each would
 			// wait for the other forever.
@@ -277,8 +279,14 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 				continue
 			}
 			if c.pendingLocked() > gw.cfg.MaxOutBytes/2 {
-				// Leave the rest to the one-by-one path once it drains.
-				s.resume = true
+				// Paused: this scan hands the device nothing more, and
+				// the one-by-one path continues from what it was sent
+				// once the round ends (waiting there for the output to
+				// drain). Not s.resume: the flush that drains it would
+				// start that path while this scan still runs, and the
+				// scan's next message for the device would skip the one
+				// it was paused at.
+				over[s] = true
 				c.mu.Unlock()
 				continue
 			}

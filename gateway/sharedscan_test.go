@@ -253,10 +253,72 @@ func TestSharedCatchupWritesLargeBacklogsEarly(t *testing.T) {
 			}
 		}
 	}
-	if n := h.gw.m.catchupResume.Get(); n != 0 {
-		t.Fatalf("%d devices left the shared scan for the one-by-one path", n)
+	// Written early, a device's output never nears half of MaxOutBytes
+	// and it stays in the scan; held to the next sharedFlush, every one
+	// would pass it and be handed back. A worker the machine runs late
+	// (-race on a busy CI box) can leave a few behind, which then finish
+	// one by one, losing nothing (above).
+	if n := h.gw.m.handbacks.Get(); n >= users/2 {
+		t.Fatalf("%d of %d devices left the shared scan for the one-by-one path", n, users)
+	} else if n > 0 {
+		t.Logf("%d of %d devices left the shared scan (workers ran late)", n, users)
 	}
 	if n := h.gw.m.sharedScans.Get(); n != 1 {
 		t.Fatalf("%d shared scans, want 1", n)
+	}
+}
+
+// A device whose output passes half of MaxOutBytes during a shared scan
+// is paused there and continues on the one-by-one path. The scan must not
+// hand it anything after the pause: once its output drained, a second
+// path serving it from what it was sent would skip the message it was
+// paused at (a device lost a message this way under load) or send some
+// twice. Each user's backlog is consecutive in the range and the output
+// bound is a few messages, so the scan pauses devices again and again
+// while the workers drain them.
+func TestSharedCatchupPausedDeviceLosesNothing(t *testing.T) {
+	h := newHarness(t, func(c *config.Gateway) {
+		c.CatchupWorkers = 0
+		c.MaxOutBytes = 8 << 10 // paused past 4 KB queued, written early from 2 KB
+	})
+	const users, each = 40, 30
+	payload := []byte(strings.Repeat("p", 1000))
+	base := h.publish("someone-else", "before the group's messages")
+	want := map[string][]uint64{}
+	for u := 0; u < users; u++ {
+		user := fmt.Sprintf("P%d", u)
+		msgs := make([]offline.Publish, each)
+		for i := range msgs {
+			msgs[i] = offline.Publish{App: "demo", Channel: offline.UserChannel(user), Data: payload}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		res, err := h.store.PublishAll(ctx, msgs)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res {
+			want[user] = append(want[user], r.Seq)
+		}
+	}
+	devs := map[string]*dev{}
+	for u := 0; u < users; u++ {
+		user := fmt.Sprintf("P%d", u)
+		devs[user] = h.connect(user, 0, wire.Cursor{Channel: []byte("u." + user), Seq: base})
+	}
+	waitFor(t, 5*time.Second, "all catch-ups queued", func() bool { return len(h.gw.catchup) == 2*users })
+	done := make(chan struct{})
+	go func() { defer close(done); h.gw.catchupWorker() }()
+	t.Cleanup(func() { h.gw.catchup <- nil; <-done })
+	for u := 0; u < users; u++ {
+		user := fmt.Sprintf("P%d", u)
+		for i, seq := range want[user] {
+			if p := devs[user].push(); p.Seq != seq {
+				t.Fatalf("%s message %d: seq %d, want %d (paused and resumed %d times)", user, i, p.Seq, seq, h.gw.m.catchupResume.Get())
+			}
+		}
+	}
+	if h.gw.m.sharedScans.Get() == 0 {
+		t.Fatal("no shared scan: the test did not test it")
 	}
 }
