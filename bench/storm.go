@@ -25,6 +25,7 @@ type StormConfig struct {
 	Sources               []string
 	Devices               int
 	Missed                int // messages per device published while away
+	Payload               int // bytes of padding after the timestamp (0: 20)
 	PerRequest            int
 	Publishers            int
 	Timeout               time.Duration
@@ -82,6 +83,9 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	if cfg.Users == "" {
 		cfg.Users = "storm"
 	}
+	if cfg.Payload <= 0 {
+		cfg.Payload = 20
+	}
 	pub, err := newPublisher(cfg.API, cfg.App, cfg.Key, cfg.Publishers)
 	if err != nil {
 		return nil, err
@@ -125,7 +129,7 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 			defer wg.Done()
 			var body []byte
 			for users := range jobs {
-				body = stampedBody(body, users, 20, time.Now())
+				body = stampedBody(body, users, cfg.Payload, time.Now())
 				for attempt := 0; attempt < 5; attempt++ {
 					n, err := pub.push(body)
 					if err == nil {

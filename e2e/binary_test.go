@@ -240,11 +240,11 @@ type servedHerald struct {
 }
 
 // startServe builds the binary and starts `herald serve --dev` with
-// WebSocket off, waiting for its banner.
-func startServe(t *testing.T) *servedHerald {
+// WebSocket off and any further flags, waiting for its banner.
+func startServe(t *testing.T, flags ...string) *servedHerald {
 	t.Helper()
 	h := &servedHerald{bin: buildHerald(t), dir: t.TempDir(), api: freeAddr(t), dev: freeAddr(t), natsAddr: freeAddr(t)}
-	h.proc = start(t, h.dir, fmt.Sprintf("%s serve --dev --http %s --tcp %s --ws '' --nats-listen %s", h.bin, h.api, h.dev, h.natsAddr))
+	h.proc = start(t, h.dir, fmt.Sprintf("%s serve --dev --http %s --tcp %s --ws '' --nats-listen %s %s", h.bin, h.api, h.dev, h.natsAddr, strings.Join(flags, " ")))
 	waitFor(t, 20*time.Second, "herald serve", func() bool { return strings.Contains(h.proc.out.String(), "herald is running") })
 	return h
 }

@@ -275,6 +275,7 @@ func benchStorm(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	devices := fs.Int("devices", 1000, "devices (one user each)")
 	missed := fs.Int("missed", 10, "messages per device published while they are away")
+	payload := fs.Int("payload", 20, "payload padding bytes after the timestamp (backlogs past half of the gateway's max_out_bytes test its hand-back)")
 	lf := addLoadFlags(fs, "storm")
 	publishers := fs.Int("publishers", 16, "concurrent publishing requests")
 	perRequest := fs.Int("per-request", 100, "users per publish request")
@@ -289,7 +290,7 @@ func benchStorm(args []string, stdout, stderr io.Writer) error {
 	}
 	defer stopProfile()
 	res, err := bench.RunStorm(bench.StormConfig{API: *lf.api, Key: *lf.key, App: *lf.app, Secret: *lf.secret, Gateways: splitList(*lf.gateways),
-		Sources: src, Devices: *devices, Missed: *missed, PerRequest: *perRequest, Publishers: *publishers, Timeout: *timeout,
+		Sources: src, Devices: *devices, Missed: *missed, Payload: *payload, PerRequest: *perRequest, Publishers: *publishers, Timeout: *timeout,
 		Users: *lf.users, Progress: stderr, AckDelay: *lf.ackDelay})
 	if err != nil {
 		return err
