@@ -47,6 +47,7 @@ type StormResult struct {
 	Duplicates       int64   `json:"duplicates_or_reordered"`
 	Earlier          int64   `json:"earlier_messages_ignored"` // received but stamped before this run: see pool
 	Errors           int64   `json:"publish_errors"`
+	FirstError       string  `json:"first_error,omitempty"` // of a publish attempt that failed
 	// ServerAfter is set when not every device caught up: whether the API
 	// still answered /healthz then. A stuck server and one that is gone
 	// read the same in the counts above.
@@ -68,6 +69,9 @@ type StormPoint struct {
 	CaughtUp    int     `json:"caught_up"`
 	Received    int64   `json:"received"` // messages received since the cut
 }
+
+// stormAttempts is how often a storm's publish request is tried.
+const stormAttempts = 5
 
 // RunStorm runs the storm scenario.
 func RunStorm(cfg StormConfig) (*StormResult, error) {
@@ -120,7 +124,8 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	since.Store(true)
 	p.cutAll()
 	pubStart := time.Now()
-	var published, errs atomic.Int64
+	var published, errs, gaveUp atomic.Int64
+	var firstErr atomic.Pointer[string]
 	jobs := make(chan []string)
 	var wg sync.WaitGroup
 	for w := 0; w < cfg.Publishers; w++ {
@@ -130,13 +135,19 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 			var body []byte
 			for users := range jobs {
 				body = stampedBody(body, users, cfg.Payload, time.Now())
-				for attempt := 0; attempt < 5; attempt++ {
+				for attempt := 0; ; attempt++ {
 					n, err := pub.push(body)
 					if err == nil {
 						published.Add(int64(n))
 						break
 					}
 					errs.Add(1)
+					s := err.Error()
+					firstErr.CompareAndSwap(nil, &s)
+					if attempt == stormAttempts-1 {
+						gaveUp.Add(1)
+						break
+					}
 					time.Sleep(100 * time.Millisecond)
 				}
 			}
@@ -155,6 +166,15 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	wg.Wait()
 	res.Published, res.Errors = published.Load(), errs.Load()
 	res.PublishSeconds = time.Since(pubStart).Seconds()
+	if e := firstErr.Load(); e != nil {
+		res.FirstError = *e
+	}
+	if n := gaveUp.Load(); n > 0 {
+		// The devices would wait for messages that were never stored:
+		// what follows would measure nothing and call it loss.
+		return nil, fmt.Errorf("bench: storm: %d publish requests failed %d times each (%d of %d messages stored); first error: %s",
+			n, stormAttempts, res.Published, cfg.Devices*cfg.Missed, res.FirstError)
+	}
 
 	// Let them back and time the recovery.
 	start := time.Now()
@@ -231,6 +251,9 @@ func (r *StormResult) Table(w io.Writer) {
 	}
 	fmt.Fprintf(w, "received %d; lost %d; shown twice or out of order %d\n", r.Received, r.Lost, r.Duplicates)
 	printEarlier(w, r.Earlier)
+	if r.FirstError != "" {
+		fmt.Fprintln(w, "first publish error (retried):", r.FirstError)
+	}
 }
 
 // quantile is the q-quantile of xs (nearest rank); xs is sorted in place.

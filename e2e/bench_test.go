@@ -174,6 +174,15 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 	if svg, err := os.ReadFile(splot); err != nil || strings.Count(string(svg), "<polyline") != 3 {
 		t.Fatalf("storm plot: %v %.200s", err, svg)
 	}
+	// Messages the API refuses are said, with the API's reason, and not
+	// waited for and counted as lost.
+	s = start(t, dir, fmt.Sprintf("%s bench storm --devices 10 --missed 1 --per-request 10 --payload 5000 --users refused --api http://%s --gateways %s --sources 127.0.0.2 --timeout 30s",
+		bin, api, dev))
+	err = s.wait(t, 60*time.Second)
+	if out := s.out.String(); err == nil || !strings.Contains(out, "herald bench: storm: 1 publish requests failed 5 times each (0 of 10 messages stored); first error: HTTP 413: ") ||
+		!strings.Contains(out, "payload_too_large") || strings.Contains(out, "lost") {
+		t.Fatalf("storm with refused publishes: %v\n%s", err, out)
+	}
 
 	for _, target := range []string{"", "--topic bench-news"} {
 		if target != "" {

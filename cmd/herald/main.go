@@ -69,7 +69,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		if err != errUsage {
-			fmt.Fprintf(stderr, "herald %s: %v\n", cmd, err)
+			// Package errors already name their package ("bench: ..."):
+			// say it once.
+			fmt.Fprintf(stderr, "herald %s: %s\n", cmd, strings.TrimPrefix(err.Error(), cmd+": "))
 		}
 		return 1
 	}
