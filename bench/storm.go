@@ -24,8 +24,10 @@ type StormConfig struct {
 	Gateways              []string
 	Sources               []string
 	Devices               int
-	Missed                int // messages per device published while away
-	Payload               int // bytes of padding after the timestamp (0: 20)
+	Missed                int           // messages per device published while away
+	During                int           // messages per device published while they come back
+	DuringEvery           time.Duration // between those rounds (one message per device each)
+	Payload               int           // bytes of padding after the timestamp (0: 20)
 	PerRequest            int
 	Publishers            int
 	Timeout               time.Duration
@@ -39,6 +41,9 @@ type StormResult struct {
 	Devices          int     `json:"devices"`
 	MissedPerDevice  int     `json:"missed_per_device"`
 	Published        int64   `json:"published"`
+	DuringPerDevice  int     `json:"during_per_device,omitempty"`
+	DuringPublished  int64   `json:"published_during_recovery,omitempty"`
+	DuringEvery      float64 `json:"during_every_seconds,omitempty"`
 	PublishSeconds   float64 `json:"publish_seconds"`
 	ReconnectSeconds float64 `json:"all_reconnected_seconds"`
 	CaughtUpSeconds  float64 `json:"all_caught_up_seconds"`
@@ -73,6 +78,66 @@ type StormPoint struct {
 // stormAttempts is how often a storm's publish request is tried.
 const stormAttempts = 5
 
+// pubStats is what publishRounds did.
+type pubStats struct {
+	published, errs, gaveUp int64
+	firstErr                string
+}
+
+// publishRounds publishes rounds messages to every device of p,
+// cfg.PerRequest users a request, cfg.Publishers requests at a time, each
+// request tried up to stormAttempts times; round k starts no earlier than
+// k × every after the first.
+func publishRounds(pub *publisher, p *pool, cfg StormConfig, rounds int, every time.Duration) pubStats {
+	var published, errs, gaveUp atomic.Int64
+	var firstErr atomic.Pointer[string]
+	jobs := make(chan []string)
+	var wg sync.WaitGroup
+	for w := 0; w < cfg.Publishers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var body []byte
+			for users := range jobs {
+				body = stampedBody(body, users, cfg.Payload, time.Now())
+				for attempt := 0; ; attempt++ {
+					n, err := pub.push(body)
+					if err == nil {
+						published.Add(int64(n))
+						break
+					}
+					errs.Add(1)
+					s := err.Error()
+					firstErr.CompareAndSwap(nil, &s)
+					if attempt == stormAttempts-1 {
+						gaveUp.Add(1)
+						break
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	first := time.Now()
+	for round := 0; round < rounds; round++ {
+		time.Sleep(time.Until(first.Add(time.Duration(round) * every)))
+		for i := 0; i < cfg.Devices; i += cfg.PerRequest {
+			users := make([]string, 0, cfg.PerRequest)
+			for j := i; j < i+cfg.PerRequest && j < cfg.Devices; j++ {
+				users = append(users, p.devices[j].user)
+			}
+			jobs <- users
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	st := pubStats{published: published.Load(), errs: errs.Load(), gaveUp: gaveUp.Load()}
+	if e := firstErr.Load(); e != nil {
+		st.firstErr = *e
+	}
+	return st
+}
+
 // RunStorm runs the storm scenario.
 func RunStorm(cfg StormConfig) (*StormResult, error) {
 	if err := checkLoopback(append(append([]string{cfg.API}, cfg.Gateways...), cfg.Sources...)...); err != nil {
@@ -80,6 +145,9 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	}
 	if cfg.Devices <= 0 || cfg.Missed <= 0 || cfg.PerRequest <= 0 || cfg.Publishers <= 0 {
 		return nil, fmt.Errorf("bench: --devices, --missed, --per-request and --publishers must be > 0")
+	}
+	if cfg.During < 0 || cfg.DuringEvery < 0 {
+		return nil, fmt.Errorf("bench: --during and --during-every must be >= 0")
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Minute
@@ -120,70 +188,43 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	time.Sleep(500 * time.Millisecond) // let the first catch-ups finish
 
 	// Cut everyone, publish while they are away.
-	res := &StormResult{Devices: cfg.Devices, MissedPerDevice: cfg.Missed}
+	res := &StormResult{Devices: cfg.Devices, MissedPerDevice: cfg.Missed, DuringPerDevice: cfg.During, DuringEvery: cfg.DuringEvery.Seconds()}
 	since.Store(true)
 	p.cutAll()
 	pubStart := time.Now()
-	var published, errs, gaveUp atomic.Int64
-	var firstErr atomic.Pointer[string]
-	jobs := make(chan []string)
-	var wg sync.WaitGroup
-	for w := 0; w < cfg.Publishers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var body []byte
-			for users := range jobs {
-				body = stampedBody(body, users, cfg.Payload, time.Now())
-				for attempt := 0; ; attempt++ {
-					n, err := pub.push(body)
-					if err == nil {
-						published.Add(int64(n))
-						break
-					}
-					errs.Add(1)
-					s := err.Error()
-					firstErr.CompareAndSwap(nil, &s)
-					if attempt == stormAttempts-1 {
-						gaveUp.Add(1)
-						break
-					}
-					time.Sleep(100 * time.Millisecond)
-				}
-			}
-		}()
-	}
-	for round := 0; round < cfg.Missed; round++ {
-		for i := 0; i < cfg.Devices; i += cfg.PerRequest {
-			users := make([]string, 0, cfg.PerRequest)
-			for j := i; j < i+cfg.PerRequest && j < cfg.Devices; j++ {
-				users = append(users, p.devices[j].user)
-			}
-			jobs <- users
-		}
-	}
-	close(jobs)
-	wg.Wait()
-	res.Published, res.Errors = published.Load(), errs.Load()
+	away := publishRounds(pub, p, cfg, cfg.Missed, 0)
+	res.Published, res.Errors, res.FirstError = away.published, away.errs, away.firstErr
 	res.PublishSeconds = time.Since(pubStart).Seconds()
-	if e := firstErr.Load(); e != nil {
-		res.FirstError = *e
-	}
-	if n := gaveUp.Load(); n > 0 {
+	if away.gaveUp > 0 {
 		// The devices would wait for messages that were never stored:
 		// what follows would measure nothing and call it loss.
 		return nil, fmt.Errorf("bench: storm: %d publish requests failed %d times each (%d of %d messages stored); first error: %s",
-			n, stormAttempts, res.Published, cfg.Devices*cfg.Missed, res.FirstError)
+			away.gaveUp, stormAttempts, res.Published, cfg.Devices*cfg.Missed, res.FirstError)
 	}
 
-	// Let them back and time the recovery.
+	// Let them back and time the recovery, publishing During more rounds
+	// meanwhile.
 	start := time.Now()
 	p.open()
 	deadline := start.Add(cfg.Timeout)
-	want := int64(cfg.Missed)
+	want := int64(cfg.Missed + cfg.During)
+	during := make(chan pubStats, 1)
+	go func() { during <- publishRounds(pub, p, cfg, cfg.During, cfg.DuringEvery) }()
 	caughtAt := make([]float64, cfg.Devices) // seconds after start; 0: not yet
 	var nextPoint float64
+	var d pubStats
+	duringDone := false
 	for {
+		if !duringDone {
+			select {
+			case d = <-during:
+				duringDone = true
+			default:
+			}
+		}
+		if d.gaveUp > 0 {
+			break // some of what the devices wait for was never stored
+		}
 		el := time.Since(start).Seconds()
 		reconnected, caught, received := p.connected(2), 0, int64(0)
 		for i := range afterCut {
@@ -223,6 +264,17 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 		res.ServerAfter = healthOf(cfg.API)
 	}
 	time.Sleep(300 * time.Millisecond) // anything extra would arrive now
+	if !duringDone {
+		d = <-during // bounded: every request gives up after stormAttempts tries
+	}
+	res.DuringPublished, res.Errors = d.published, res.Errors+d.errs
+	if res.FirstError == "" {
+		res.FirstError = d.firstErr
+	}
+	if d.gaveUp > 0 {
+		return nil, fmt.Errorf("bench: storm: %d publish requests during the recovery failed %d times each (%d of %d messages stored); first error: %s",
+			d.gaveUp, stormAttempts, d.published, cfg.Devices*cfg.During, d.firstErr)
+	}
 	var got int64
 	for i := range afterCut {
 		n := afterCut[i].Load()
@@ -241,6 +293,9 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 func (r *StormResult) Table(w io.Writer) {
 	fmt.Fprintf(w, "devices: %d, all cut at once; %d messages each published while away (%d stored in %.1fs, %d publish retries)\n",
 		r.Devices, r.MissedPerDevice, r.Published, r.PublishSeconds, r.Errors)
+	if r.DuringPerDevice > 0 {
+		fmt.Fprintf(w, "and %d each while they came back, a round every %v (%d stored)\n", r.DuringPerDevice, time.Duration(r.DuringEvery*float64(time.Second)), r.DuringPublished)
+	}
 	if r.CaughtUpSeconds > 0 {
 		fmt.Fprintf(w, "all reconnected after %.2fs; all caught up after %.2fs\n", r.ReconnectSeconds, r.CaughtUpSeconds)
 	} else {

@@ -143,19 +143,23 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 	}
 
 	splot, sjson := filepath.Join(dir, "storm.svg"), filepath.Join(dir, "storm.json")
-	s := start(t, dir, fmt.Sprintf("%s bench storm --devices 60 --missed 5 --per-request 20 --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --timeout 30s --plot %s --json %s",
+	// Five messages each while the devices are away, three more while
+	// they come back (live messages meeting their catch-ups).
+	s := start(t, dir, fmt.Sprintf("%s bench storm --devices 60 --missed 5 --during 3 --during-every 50ms --per-request 20 --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --timeout 30s --plot %s --json %s",
 		bin, api, dev, splot, sjson))
 	if err := s.wait(t, 90*time.Second); err != nil {
 		t.Fatalf("storm: %v\n%s", err, s.out.String())
 	}
 	if out := s.out.String(); !strings.Contains(out, "all caught up after") || !strings.Contains(out, "lost 0; shown twice or out of order 0") ||
-		!strings.Contains(out, "per device, caught up after: p50 ") {
+		!strings.Contains(out, "per device, caught up after: p50 ") || !strings.Contains(out, "and 3 each while they came back, a round every 50ms (180 stored)") ||
+		!strings.Contains(out, "received 480; lost 0") {
 		t.Fatalf("storm output:\n%s", out)
 	}
 	// The report's timeline ends with everyone back, and each device's
 	// catch-up time is at most the last one's.
 	var srep struct {
 		All      float64 `json:"all_caught_up_seconds"`
+		During   int64   `json:"published_during_recovery"`
 		P50      float64 `json:"caught_up_p50_seconds"`
 		P99      float64 `json:"caught_up_p99_seconds"`
 		Timeline []struct {
@@ -168,7 +172,7 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 	if err := json.Unmarshal(raw, &srep); err != nil || len(srep.Timeline) < 2 || srep.P50 <= 0 || srep.P50 > srep.P99 || srep.P99 > srep.All {
 		t.Fatalf("storm report %s: %v", raw, err)
 	}
-	if last := srep.Timeline[len(srep.Timeline)-1]; last.R != 60 || last.C != 60 || last.Received != 300 {
+	if last := srep.Timeline[len(srep.Timeline)-1]; last.R != 60 || last.C != 60 || last.Received != 480 || srep.During != 180 {
 		t.Fatalf("storm timeline ends at %+v", last)
 	}
 	if svg, err := os.ReadFile(splot); err != nil || strings.Count(string(svg), "<polyline") != 3 {

@@ -275,6 +275,8 @@ func benchStorm(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	devices := fs.Int("devices", 1000, "devices (one user each)")
 	missed := fs.Int("missed", 10, "messages per device published while they are away")
+	during := fs.Int("during", 0, "messages per device published while they come back (live messages meeting catch-ups)")
+	duringEvery := fs.Duration("during-every", 100*time.Millisecond, "between the --during rounds (one message per device each)")
 	payload := fs.Int("payload", 20, "payload padding bytes after the timestamp (backlogs past half of the gateway's max_out_bytes test its hand-back)")
 	lf := addLoadFlags(fs, "storm")
 	publishers := fs.Int("publishers", 16, "concurrent publishing requests")
@@ -290,7 +292,7 @@ func benchStorm(args []string, stdout, stderr io.Writer) error {
 	}
 	defer stopProfile()
 	res, err := bench.RunStorm(bench.StormConfig{API: *lf.api, Key: *lf.key, App: *lf.app, Secret: *lf.secret, Gateways: splitList(*lf.gateways),
-		Sources: src, Devices: *devices, Missed: *missed, Payload: *payload, PerRequest: *perRequest, Publishers: *publishers, Timeout: *timeout,
+		Sources: src, Devices: *devices, Missed: *missed, During: *during, DuringEvery: *duringEvery, Payload: *payload, PerRequest: *perRequest, Publishers: *publishers, Timeout: *timeout,
 		Users: *lf.users, Progress: stderr, AckDelay: *lf.ackDelay})
 	if err != nil {
 		return err
