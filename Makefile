@@ -28,6 +28,9 @@ fuzz:
 	$(GO) test ./dispatcher -run '^$$' -fuzz FuzzParsePush -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz FuzzValidName -fuzztime $(FUZZTIME)
 	$(GO) test ./offline -run '^$$' -fuzz FuzzParseLeaderGet -fuzztime $(FUZZTIME)
+	$(GO) test ./offline -run '^$$' -fuzz FuzzPlainPubAck -fuzztime $(FUZZTIME)
+	$(GO) test ./client -run '^$$' -fuzz FuzzWSStream -fuzztime $(FUZZTIME)
+	$(GO) test ./token -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME)
 
 # The cluster topology as local processes (3 NATS, 2 dispatchers, 2 gateways).
 cluster: build

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -39,9 +38,10 @@ func dialWS(ctx context.Context, url string, dial func(ctx context.Context, netw
 // wsStream reads the payloads of binary messages as one stream, answering
 // pings and ending at a Close.
 type wsStream struct {
-	br        *bufio.Reader
-	w         io.Writer
-	remaining int64
+	br         *bufio.Reader
+	w          io.Writer
+	remaining  int64
+	fragmented bool // inside a message whose last frame has not come
 }
 
 func (s *wsStream) Read(p []byte) (int, error) {
@@ -50,12 +50,21 @@ func (s *wsStream) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if h.Masked {
-			return 0, errors.New("client: websocket server frame is masked")
+		// RFC 6455's rules before anything is read or allocated: control
+		// frames of at most 125 bytes (a ping claiming terabytes would
+		// otherwise be allocated), nothing masked from a server, no
+		// reserved bits or opcodes, continuations only inside a message.
+		state := ws.StateClientSide
+		if s.fragmented {
+			state |= ws.StateFragmented
+		}
+		if err := ws.CheckHeader(h, state); err != nil {
+			return 0, fmt.Errorf("client: websocket: %w", err)
 		}
 		switch h.OpCode {
 		case ws.OpBinary, ws.OpContinuation:
 			s.remaining = h.Length
+			s.fragmented = !h.Fin
 		case ws.OpPing, ws.OpPong, ws.OpClose:
 			payload := make([]byte, h.Length)
 			if _, err := io.ReadFull(s.br, payload); err != nil {

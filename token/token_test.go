@@ -49,3 +49,41 @@ func TestVerify(t *testing.T) {
 	f("no sub", noSub, "d1", [][]byte{secret}, "", ErrInvalid)
 	f("no secrets", good, "d1", nil, "", ErrInvalid)
 }
+
+// Tokens arrive from devices: no bytes may panic Verify, every failure is
+// one of its declared errors (whose texts never carry the token), and
+// only a token signed with one of the secrets yields a user.
+func FuzzVerify(f *testing.F) {
+	secret := []byte("demo-secret")
+	good, _ := Sign(secret, "demo", "alice", "d1", time.Hour)
+	f.Add([]byte(good))
+	f.Add([]byte("a.b.c"))
+	f.Add([]byte(""))
+	f.Add([]byte(good[:len(good)-3] + "AAA"))
+	f.Fuzz(func(t *testing.T, tok []byte) {
+		user, err := Verify(tok, "demo", "d1", [][]byte{secret})
+		if err != nil {
+			if user != "" {
+				t.Fatalf("user %q with error %v", user, err)
+			}
+			known := false
+			for _, e := range []error{ErrMissing, ErrExpired, ErrInvalid, ErrAppMismatch, ErrDeviceMismatch} {
+				known = known || errors.Is(err, e)
+			}
+			if !known {
+				t.Fatalf("undeclared error %v", err)
+			}
+			if len(tok) >= 8 && strings.Contains(err.Error(), string(tok)) {
+				t.Fatalf("error %q carries the token", err)
+			}
+			return
+		}
+		// Accepted: the same bytes fail under another secret.
+		if user == "" {
+			t.Fatal("accepted without a user")
+		}
+		if _, err := Verify(tok, "demo", "d1", [][]byte{[]byte("another-secret")}); err == nil {
+			t.Fatalf("token %q verifies under any secret", tok)
+		}
+	})
+}
