@@ -17,7 +17,13 @@ const (
 	stateReady                   // authenticated
 	stateClosing                 // ERROR sent and write side shut; waiting for the peer to close
 	stateUpgrading               // WebSocket: waiting for the HTTP upgrade request
+	stateLeaving                 // GOAWAY sent (from ready); closed at once
 )
+
+// lastFrameSent reports whether ERROR or GOAWAY is queued: the device
+// gets nothing after either (a catch-up or a live message racing the
+// close would otherwise follow it).
+func (c *conn) lastFrameSent() bool { return c.state == stateClosing || c.state == stateLeaving }
 
 // Internal events, beside epoll's.
 const (
@@ -279,6 +285,9 @@ func (c *conn) handleBytes(data []byte) bool {
 // appendLocked queues a herald frame already encoded in b (in its own
 // binary message on WebSocket). c.mu must be held.
 func (c *conn) appendLocked(b []byte) {
+	if c.lastFrameSent() {
+		return
+	}
 	if c.ws {
 		var h [10]byte
 		c.appendRawLocked(appendWSHeader(h[:0], wsBinary, len(b)))
@@ -292,6 +301,9 @@ func (c *conn) appendLocked(b []byte) {
 
 // appendRawLocked queues bytes as they are. c.mu must be held.
 func (c *conn) appendRawLocked(b []byte) {
+	if c.lastFrameSent() {
+		return
+	}
 	if c.out == nil {
 		c.out = (*outPool.Get().(*[]byte))[:0]
 	}
@@ -396,7 +408,7 @@ func (c *conn) enqueue(b []byte, t wire.Type, readyOnly bool) bool {
 // is not lost to a reset.
 func (c *conn) fail(code wire.Code, reason string) {
 	c.mu.Lock()
-	if c.closed || c.state == stateClosing {
+	if c.closed || c.lastFrameSent() {
 		c.mu.Unlock()
 		return
 	}
@@ -407,12 +419,12 @@ func (c *conn) fail(code wire.Code, reason string) {
 		return
 	}
 	wasReady := c.state == stateReady
-	c.state = stateClosing
 	var buf [wire.MaxHeaderLen + 16 + wire.MaxReasonLen]byte
 	c.appendLocked((&wire.Error{Code: code, Reason: []byte(reason)}).Append(buf[:0]))
 	if c.ws {
 		c.appendRawLocked(wsCloseFrame)
 	}
+	c.state = stateClosing // ERROR is the last frame
 	c.deadline = c.gw.wheel.Now() + 2
 	c.mu.Unlock()
 	c.gw.m.frameOut(wire.TypeError)
@@ -436,7 +448,7 @@ func (c *conn) goAway(code wire.Code, reason string) { c.goAwayAfter(code, reaso
 // its own jitter) before reconnecting.
 func (c *conn) goAwayAfter(code wire.Code, reason string, delay uint32) {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed || c.lastFrameSent() {
 		c.mu.Unlock()
 		return
 	}
@@ -444,6 +456,9 @@ func (c *conn) goAwayAfter(code wire.Code, reason string, delay uint32) {
 	c.appendLocked((&wire.GoAway{Code: code, Delay: delay, Reason: []byte(reason)}).Append(buf[:0]))
 	if c.ws {
 		c.appendRawLocked(wsCloseFrame)
+	}
+	if c.state == stateReady {
+		c.state = stateLeaving // GOAWAY is the last frame
 	}
 	c.mu.Unlock()
 	c.gw.m.frameOut(wire.TypeGoAway)
@@ -459,7 +474,7 @@ func (c *conn) close(code wire.Code) {
 		c.mu.Unlock()
 		return
 	}
-	wasReady := c.state == stateReady
+	wasReady := c.state == stateReady || c.state == stateLeaving
 	failed := c.state == stateClosing
 	c.closed = true
 	c.releaseOutLocked()

@@ -208,3 +208,50 @@ func TestConnStaysIn128ByteSizeClass(t *testing.T) {
 		t.Fatalf("conn is %d bytes: past the 128-byte size class", n)
 	}
 }
+
+// ERROR and GOAWAY are the last frames a device gets: a catch-up or a
+// live message queued while the connection is being closed is dropped,
+// not written after them (a device saw a PUSH after its ERROR).
+func TestNothingFollowsErrorOrGoAway(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, end := range []string{"ERROR", "GOAWAY"} {
+		d := h.connect("last-"+end, 0)
+		var c *conn
+		for _, cc := range h.gw.conns.snapshot() {
+			if cc.user() == "last-"+end {
+				c = cc
+			}
+		}
+		if c == nil {
+			t.Fatal("no connection")
+		}
+		if end == "ERROR" {
+			c.fail(wire.CodeMalformed, "test")
+		} else {
+			c.goAway(wire.CodeShutdown, "test")
+		}
+		// A catch-up or live delivery that took the lock just after.
+		c.mu.Lock()
+		before := c.pendingLocked()
+		c.appendLocked((&wire.Push{Slot: slotUser, Seq: 99, Payload: []byte("late")}).Append(nil))
+		after := c.pendingLocked()
+		c.mu.Unlock()
+		if after != before {
+			t.Fatalf("%s: a frame was queued after it (%d → %d bytes pending)", end, before, after)
+		}
+		// The device reads the end, then the connection closes.
+		for {
+			typ, _ := d.read()
+			if typ == wire.TypePush {
+				t.Fatalf("%s: PUSH", end)
+			}
+			if typ == wire.TypeError || typ == wire.TypeGoAway {
+				break
+			}
+		}
+		d.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if b, err := d.r.ReadByte(); err == nil {
+			t.Fatalf("%s: more bytes after it (0x%02x)", end, b)
+		}
+	}
+}

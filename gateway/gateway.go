@@ -280,7 +280,7 @@ func (gw *Gateway) expire(c *conn, now int64) (keep bool, deadline int64) {
 	switch state {
 	case stateConnecting, stateUpgrading:
 		c.fail(wire.CodeConnectTimeout, "no CONNECT in time")
-	case stateClosing:
+	case stateClosing, stateLeaving:
 		c.close(0)
 	default:
 		c.fail(wire.CodeIdleTimeout, "no frame within the heartbeat deadline")
