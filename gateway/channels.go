@@ -460,7 +460,7 @@ func (s *sub) deliver(l *offline.Live, enc *frameCache) int {
 		s.pendingMax = l.Seq
 		c.mu.Unlock()
 		c.gw.m.catchupGap.Inc()
-		c.gw.catchup <- s
+		c.gw.queueCatchup(s)
 		return deliverNothing
 	case len(l.Data) > c.gw.cfg.InlineLimit:
 		// Too large to push unasked: announce it; the device SYNCs.
@@ -572,5 +572,5 @@ func (s *sub) startCatchup() {
 	s.syncing = true
 	c.mu.Unlock()
 	c.gw.m.catchupResync.Inc()
-	c.gw.catchup <- s
+	c.gw.queueCatchup(s)
 }

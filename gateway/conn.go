@@ -355,7 +355,7 @@ func (c *conn) flush() {
 	c.mu.Unlock()
 	for _, s := range resume {
 		c.gw.m.catchupResume.Inc()
-		c.gw.catchup <- s
+		c.gw.queueCatchup(s)
 	}
 }
 

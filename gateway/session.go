@@ -244,7 +244,7 @@ func (c *conn) handleConnect(body []byte) bool {
 	}
 	c.flush()
 	for _, s := range subs {
-		gw.catchup <- s
+		gw.queueCatchup(s)
 	}
 	return true
 }

@@ -322,3 +322,52 @@ func TestSharedCatchupPausedDeviceLosesNothing(t *testing.T) {
 		t.Fatal("no shared scan: the test did not test it")
 	}
 }
+
+// A full catch-up queue (a storm of more devices than it holds) must not
+// stop the gateway's workers: they queue CONNECTs' and resumed catch-ups
+// without waiting, else workers wait on catch-up workers that wait on the
+// shared scanner that waits for a worker to flush, and every device of
+// the gateway hangs.
+func TestWorkersNeverWaitOnAFullCatchupQueue(t *testing.T) {
+	h := newHarness(t, func(c *config.Gateway) { c.CatchupWorkers = 0; c.Workers = 2 })
+	// Whatever happens below, the queue drains before the gateway stops
+	// (cleanups run last first): a worker stuck on it must not hang Stop.
+	t.Cleanup(func() {
+		for end := time.After(2 * time.Second); ; {
+			select {
+			case <-h.gw.catchup:
+			case <-end:
+				return
+			}
+		}
+	})
+	d := h.connect("pinger", 0)
+	for len(h.gw.catchup) > 0 {
+		<-h.gw.catchup // pinger's own
+	}
+	filler := &sub{}
+	for len(h.gw.catchup) < cap(h.gw.catchup) {
+		h.gw.catchup <- filler
+	}
+	// More CONNECTs than workers, each with catch-ups to queue.
+	for i := 0; i < 4; i++ {
+		h.connect(fmt.Sprintf("storm%d", i), 0)
+	}
+	d.write((&wire.Ping{}).Append(nil))
+	if typ, _ := d.read(); typ != wire.TypePong {
+		t.Fatalf("got %s, want PONG", typ)
+	}
+	// Drain, and every queued catch-up arrives in the end.
+	got := 0
+	deadline := time.After(10 * time.Second)
+	for got < 8 {
+		select {
+		case s := <-h.gw.catchup:
+			if s != filler {
+				got++
+			}
+		case <-deadline:
+			t.Fatalf("%d of 8 catch-ups queued", got)
+		}
+	}
+}

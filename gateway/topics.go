@@ -90,8 +90,12 @@ func (gw *Gateway) subscribe(c *conn, channel string, seq uint64, given bool) (c
 	return 0, s.slot, false
 }
 
-// queueCatchup queues s without blocking the caller when the queue is full
-// (callers may be catch-up workers themselves).
+// queueCatchup queues s without blocking the caller when the queue is full.
+// Every producer uses it: workers (CONNECT, SYNC, a resumed catch-up),
+// live readers and catch-up workers themselves. A worker waiting on a full
+// queue would wait on catch-up workers that wait on the shared scanner,
+// which waits for a worker to take its flushes: a storm of more catch-ups
+// than the queue holds would stop the gateway.
 func (gw *Gateway) queueCatchup(s *sub) {
 	select {
 	case gw.catchup <- s:
@@ -207,7 +211,7 @@ func (c *conn) handleSync(body []byte) bool {
 	s.sent = from - 1
 	s.syncMax, s.notify, s.syncing = max, false, true
 	c.mu.Unlock()
-	c.gw.catchup <- s
+	c.gw.queueCatchup(s)
 	return true
 }
 
