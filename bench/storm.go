@@ -84,6 +84,18 @@ type pubStats struct {
 	firstErr                string
 }
 
+// refused is the storm's error when some requests were given up on: the
+// devices would wait for messages that were never stored, and what
+// follows would measure nothing and call it loss. want is how many
+// messages the requests carried.
+func (st pubStats) refused(when string, want int) error {
+	if st.gaveUp == 0 {
+		return nil
+	}
+	return fmt.Errorf("bench: storm: %d publish requests%s failed %d times each (%d of %d messages stored); first error: %s",
+		st.gaveUp, when, stormAttempts, st.published, want, st.firstErr)
+}
+
 // publishRounds publishes rounds messages to every device of p,
 // cfg.PerRequest users a request, cfg.Publishers requests at a time, each
 // request tried up to stormAttempts times; round k starts no earlier than
@@ -195,11 +207,8 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	away := publishRounds(pub, p, cfg, cfg.Missed, 0)
 	res.Published, res.Errors, res.FirstError = away.published, away.errs, away.firstErr
 	res.PublishSeconds = time.Since(pubStart).Seconds()
-	if away.gaveUp > 0 {
-		// The devices would wait for messages that were never stored:
-		// what follows would measure nothing and call it loss.
-		return nil, fmt.Errorf("bench: storm: %d publish requests failed %d times each (%d of %d messages stored); first error: %s",
-			away.gaveUp, stormAttempts, res.Published, cfg.Devices*cfg.Missed, res.FirstError)
+	if err := away.refused("", cfg.Devices*cfg.Missed); err != nil {
+		return nil, err
 	}
 
 	// Let them back and time the recovery, publishing During more rounds
@@ -271,9 +280,8 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	if res.FirstError == "" {
 		res.FirstError = d.firstErr
 	}
-	if d.gaveUp > 0 {
-		return nil, fmt.Errorf("bench: storm: %d publish requests during the recovery failed %d times each (%d of %d messages stored); first error: %s",
-			d.gaveUp, stormAttempts, d.published, cfg.Devices*cfg.During, d.firstErr)
+	if err := d.refused(" during the recovery", cfg.Devices*cfg.During); err != nil {
+		return nil, err
 	}
 	var got int64
 	for i := range afterCut {

@@ -43,9 +43,7 @@ func TestSharedCatchup(t *testing.T) {
 		quiet[user] = h.connect(user, 0)
 	}
 	waitFor(t, 5*time.Second, "all catch-ups queued", func() bool { return len(h.gw.catchup) == 2*(users+len(quiet)) }) // user and broadcast channels
-	done := make(chan struct{})
-	go func() { defer close(done); h.gw.catchupWorker() }()
-	t.Cleanup(func() { h.gw.catchup <- nil; <-done })
+	h.startCatchupWorker()
 	waitFor(t, 5*time.Second, "the queue handed to the shared scanner", func() bool { return h.gw.m.sharedScans.Get() == 1 })
 
 	for user, d := range devs {
@@ -165,9 +163,7 @@ func TestSharedCatchupLooksUpFewChannels(t *testing.T) {
 		devs[user] = h.connect(user, 0, wire.Cursor{Channel: []byte("u." + user), Seq: base})
 	}
 	waitFor(t, 5*time.Second, "all catch-ups queued", func() bool { return len(h.gw.catchup) == 80 })
-	done := make(chan struct{})
-	go func() { defer close(done); h.gw.catchupWorker() }()
-	t.Cleanup(func() { h.gw.catchup <- nil; <-done })
+	h.startCatchupWorker()
 	if p := devs["l0"].push(); p.Seq != backlog {
 		t.Fatalf("l0's backlog: %d want %d", p.Seq, backlog)
 	}
@@ -243,9 +239,7 @@ func TestSharedCatchupWritesLargeBacklogsEarly(t *testing.T) {
 		devs[user] = h.connect(user, 0, wire.Cursor{Channel: []byte("u." + user), Seq: base})
 	}
 	waitFor(t, 5*time.Second, "all catch-ups queued", func() bool { return len(h.gw.catchup) == 2*users })
-	done := make(chan struct{})
-	go func() { defer close(done); h.gw.catchupWorker() }()
-	t.Cleanup(func() { h.gw.catchup <- nil; <-done })
+	h.startCatchupWorker()
 	for user, d := range devs {
 		for i, seq := range want[user] {
 			if p := d.push(); p.Seq != seq {
@@ -307,9 +301,7 @@ func TestSharedCatchupPausedDeviceLosesNothing(t *testing.T) {
 		devs[user] = h.connect(user, 0, wire.Cursor{Channel: []byte("u." + user), Seq: base})
 	}
 	waitFor(t, 5*time.Second, "all catch-ups queued", func() bool { return len(h.gw.catchup) == 2*users })
-	done := make(chan struct{})
-	go func() { defer close(done); h.gw.catchupWorker() }()
-	t.Cleanup(func() { h.gw.catchup <- nil; <-done })
+	h.startCatchupWorker()
 	for u := 0; u < users; u++ {
 		user := fmt.Sprintf("P%d", u)
 		for i, seq := range want[user] {
@@ -370,4 +362,13 @@ func TestWorkersNeverWaitOnAFullCatchupQueue(t *testing.T) {
 			t.Fatalf("%d of 8 catch-ups queued", got)
 		}
 	}
+}
+
+// startCatchupWorker starts the one catch-up worker of a harness made with
+// CatchupWorkers 0 (its CONNECTs' catch-ups wait in the queue until then)
+// and stops it when the test ends.
+func (h *harness) startCatchupWorker() {
+	done := make(chan struct{})
+	go func() { defer close(done); h.gw.catchupWorker() }()
+	h.t.Cleanup(func() { h.gw.catchup <- nil; <-done })
 }
