@@ -501,7 +501,7 @@ func (c *conn) close(code wire.Code) {
 // touch moves the idle deadline after a frame from the device.
 func (c *conn) touchLocked() {
 	if c.state == stateReady {
-		c.deadline = c.gw.wheel.Now() + idleDeadline(c.hb)
+		c.deadline = c.gw.wheel.AtLeast(idleDeadline(c.hb))
 	}
 }
 

@@ -206,7 +206,7 @@ func (c *conn) handleConnect(body []byte) bool {
 	c.appLen, c.userLen = uint8(len(app)), uint8(len(user))
 	c.hb = gw.heartbeat(f.Heartbeat)
 	c.state = stateReady
-	c.deadline = gw.wheel.Now() + idleDeadline(c.hb)
+	c.deadline = gw.wheel.AtLeast(idleDeadline(c.hb))
 	c.subs = subs
 	ack.Heartbeat = uint32(c.hb)
 	// CONNACK goes out before any PUSH: queue it before the channels are live.

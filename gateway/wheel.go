@@ -38,6 +38,13 @@ func newWheel() *wheel {
 // Now is the wheel's cached clock, in unix seconds (updated every tick).
 func (w *wheel) Now() int64 { return w.now.Load() }
 
+// AtLeast is a deadline that passes no sooner than secs seconds from now.
+// Now + secs can pass up to 1.1 s early: Now is the whole second of a
+// clock read up to 100 ms ago, and a slot is due as soon as its second
+// begins. Two seconds more make up for both (it passes secs + 0.9 to
+// secs + 3.1 s from now), without reading the clock on every frame.
+func (w *wheel) AtLeast(secs int64) int64 { return w.now.Load() + secs + 2 }
+
 // add places c in the slot of its deadline (unix seconds).
 func (w *wheel) add(c *conn, deadline int64) {
 	w.mu.Lock()
