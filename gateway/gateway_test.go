@@ -18,13 +18,13 @@ import (
 
 // harness is a gateway on a real embedded NATS with the demo app.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	nc    *nats.Conn
 	store *offline.Store
 	gw    *Gateway
 }
 
-func newHarness(t *testing.T, mod func(*config.Gateway)) *harness {
+func newHarness(t testing.TB, mod func(*config.Gateway)) *harness {
 	t.Helper()
 	_, url := natstest.Start(t)
 	nc := natstest.Connect(t, url)
@@ -85,7 +85,7 @@ func (h *harness) pushes(d *dev, user string, n int) []uint64 {
 
 // dev is a hand-driven device connection.
 type dev struct {
-	t   *testing.T
+	t   testing.TB
 	nc  net.Conn
 	r   *bufio.Reader
 	buf []byte
@@ -106,7 +106,7 @@ func (h *harness) connect(user string, hb uint32, cursors ...wire.Cursor) *dev {
 func newReader(nc net.Conn) *bufio.Reader { return bufio.NewReader(nc) }
 
 // tokenConnect sends CONNECT for user (device d1) and expects CONNACK.
-func tokenConnect(t *testing.T, d *dev, user string, extra ...wire.Connect) {
+func tokenConnect(t testing.TB, d *dev, user string, extra ...wire.Connect) {
 	t.Helper()
 	tok, _ := token.Sign([]byte("s"), "demo", user, "d1", time.Hour)
 	f := wire.Connect{}
