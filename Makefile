@@ -27,6 +27,7 @@ fuzz:
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzParseWSHeader -fuzztime $(FUZZTIME)
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzDeviceSession -fuzztime $(FUZZTIME)
 	$(GO) test ./dispatcher -run '^$$' -fuzz FuzzParsePush -fuzztime $(FUZZTIME)
+	$(GO) test ./dispatcher -run '^$$' -fuzz FuzzAPI -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz FuzzValidName -fuzztime $(FUZZTIME)
 	$(GO) test ./offline -run '^$$' -fuzz FuzzParseLeaderGet -fuzztime $(FUZZTIME)
 	$(GO) test ./offline -run '^$$' -fuzz FuzzPlainPubAck -fuzztime $(FUZZTIME)
