@@ -32,6 +32,7 @@ fuzz:
 	$(GO) test ./offline -run '^$$' -fuzz FuzzParseLeaderGet -fuzztime $(FUZZTIME)
 	$(GO) test ./offline -run '^$$' -fuzz FuzzPlainPubAck -fuzztime $(FUZZTIME)
 	$(GO) test ./client -run '^$$' -fuzz FuzzWSStream -fuzztime $(FUZZTIME)
+	$(GO) test ./client -run '^$$' -fuzz FuzzClientSession -fuzztime $(FUZZTIME)
 	$(GO) test ./token -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME)
 
 # The cluster topology as local processes (3 NATS, 2 dispatchers, 2 gateways).

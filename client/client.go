@@ -269,7 +269,8 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		delay := c.backoff(attempt)
 		if se != nil && se.GoAway && se.Delay > 0 {
-			delay = se.Delay + rand.N(se.Delay+time.Millisecond)
+			d := min(se.Delay, maxGoAwayDelay)
+			delay = d + rand.N(d+time.Millisecond)
 		}
 		attempt++
 		c.cfg.Log.Debug("reconnecting", "in", delay, "err", err)
@@ -289,6 +290,11 @@ func (c *Client) backoff(n int) time.Duration {
 	}
 	return c.cfg.MinBackoff/2 + rand.N(d)
 }
+
+// maxGoAwayDelay bounds the wait a GOAWAY asks for (delay_ms is 32 bits,
+// up to 49 days): a gateway's mistake must not strand its devices. A
+// variable for tests.
+var maxGoAwayDelay = 5 * time.Minute
 
 type handlerError struct{ err error }
 
@@ -437,6 +443,11 @@ func (s *session) connect(tok string) error {
 		if strings.HasPrefix(ch, "t.") && !c.topics[ch] {
 			continue
 		}
+		if !wire.ValidChannel(ch) {
+			// Saved by an older SDK from a bad SUBACK: the gateway would
+			// refuse the CONNECT for good (ERROR bad_channel).
+			continue
+		}
 		cur.Cursors = append(cur.Cursors, wire.Cursor{Channel: []byte(ch), Seq: seq})
 	}
 	c.mu.Unlock()
@@ -462,6 +473,9 @@ func (s *session) connect(tok string) error {
 	_ = s.nc.SetDeadline(time.Time{})
 	s.slots = map[uint32]string{}
 	for _, ch := range ack.Channels {
+		if !wire.ValidChannel(string(ch.Name)) {
+			return fmt.Errorf("client: CONNACK names an invalid channel %q", ch.Name)
+		}
 		s.slots[ch.Slot] = string(ch.Name)
 	}
 	start := time.Duration(ack.Heartbeat) * time.Second

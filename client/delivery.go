@@ -44,6 +44,11 @@ func (s *session) handleSubAck(body []byte) error {
 		}
 		return nil
 	}
+	if !wire.ValidChannel(ch) {
+		// Its cursor would go into every later CONNECT, and the gateway
+		// refuses a CONNECT naming an invalid channel for good.
+		return fmt.Errorf("client: SUBACK names an invalid channel %q", ch)
+	}
 	s.slots[a.Slot] = ch
 	c.mu.Lock()
 	cur, ok := c.cursors[ch]

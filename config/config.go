@@ -10,6 +10,8 @@ import (
 	"net"
 	"runtime"
 	"time"
+
+	"herald/wire"
 )
 
 // Config is the whole configuration of a herald process. Each role uses the
@@ -317,28 +319,9 @@ func fieldErr(field, format string, args ...any) error {
 
 // ValidName reports whether s may be used as an app, user, device or topic
 // name: 1–128 of A-Z a-z 0-9 _ -. Names become subject tokens and KV keys,
-// so no '.', '*', '>' or whitespace. The publish API checks every user of a
-// request with it, so it is a loop, not a regexp (one regexp match per
-// user was about 1% of the server's CPU at 33,000 messages/s).
-func ValidName(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !nameByte[s[i]] {
-			return false
-		}
-	}
-	return true
-}
-
-// nameByte marks the bytes a name may hold.
-var nameByte = func() (t [256]bool) {
-	for c := range 256 {
-		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
-	}
-	return
-}()
+// so no '.', '*', '>' or whitespace. The device protocol defines it
+// (wire.ValidName): the SDK checks the channel names a server sends.
+func ValidName(s string) bool { return wire.ValidName(s) }
 
 // MaxIDLen is the longest idempotency id (of a push or an UP).
 const MaxIDLen = 128
