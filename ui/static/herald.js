@@ -45,6 +45,14 @@ function splitFrame(u8) {
   return [type, u8.subarray(r.i, r.i + len)];
 }
 
+// validChannel: what a server may name a channel (docs/protocol.md,
+// "Channels and slots"). A cursor for anything else in CONNECT would be
+// refused for good (ERROR 1005), so such a CONNACK or SUBACK is a protocol
+// error.
+function validChannel(ch) {
+  return ch === "b.all" || /^[ut]\.[A-Za-z0-9_-]{1,128}$/.test(ch);
+}
+
 // Device is a herald device on a WebSocket. Callbacks: onConnected(connack),
 // onMessage({channel, seq, data, replay}), onStatus(text, isError),
 // onAcked(channel, seq), onSubscribed(channel).
@@ -92,6 +100,7 @@ class Device {
       const n = r.u();
       for (let k = 0; k < n; k++) {
         const slot = r.u(), name = r.str(), seq = r.u();
+        if (!validChannel(name)) throw new Error("CONNACK names an invalid channel " + JSON.stringify(name));
         this.slots.set(slot, name);
         if (!this.cursors.has(name) || this.cursors.get(name) < seq) this.cursors.set(name, seq);
         ack.channels.push({ slot, name, seq });
@@ -106,6 +115,7 @@ class Device {
     case T.SUBACK: {
       const slot = r.u(), name = r.str(), seq = r.u(), code = r.u();
       if (code !== 0) { this.status("subscription to " + name + " refused (" + code + ")", true); break; }
+      if (!validChannel(name)) throw new Error("SUBACK names an invalid channel " + JSON.stringify(name));
       this.slots.set(slot, name);
       if (!this.cursors.has(name) || this.cursors.get(name) < seq) this.cursors.set(name, seq);
       if (this.o.onSubscribed) this.o.onSubscribed(name);
