@@ -3,7 +3,7 @@ package offline
 import (
 	"strings"
 
-	"herald/config"
+	"herald/wire"
 )
 
 // Subject layout. Every subject herald uses is built here and nowhere else.
@@ -53,17 +53,13 @@ func UserChannel(user string) string { return KindUser + "." + user }
 func TopicChannel(topic string) string { return KindTopic + "." + topic }
 
 // ParseChannel splits a channel name "u.alice" into kind and name and
-// reports whether it is valid.
+// reports whether it is valid, by the device protocol's grammar
+// (wire.ValidChannel).
 func ParseChannel(ch string) (kind, name string, ok bool) {
-	kind, name, ok = strings.Cut(ch, ".")
-	switch {
-	case !ok:
-		return "", "", false
-	case kind == KindBroadcast && ch == BroadcastChannel:
-		return kind, name, true
-	case (kind != KindUser && kind != KindTopic) || !config.ValidName(name):
+	if !wire.ValidChannel(ch) {
 		return "", "", false
 	}
+	kind, name, _ = strings.Cut(ch, ".")
 	return kind, name, true
 }
 
