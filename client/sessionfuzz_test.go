@@ -97,9 +97,9 @@ func FuzzClientSession(f *testing.F) {
 		ran := make(chan error, 1)
 		go func() { ran <- c.Run(ctx) }()
 
-		// accept serves one connection: reads CONNECT (returned), then
-		// answers CONNACK and data unless data is nil.
-		accept := func() (*wire.Connect, bool) {
+		// accept serves one connection: reads CONNECT (its cursors are
+		// returned), answers CONNACK and data, and waits for the close.
+		accept := func() (map[string]uint64, bool) {
 			type result struct {
 				nc  net.Conn
 				err error
@@ -122,38 +122,16 @@ func FuzzClientSession(f *testing.F) {
 			}
 			nc := res.nc
 			defer nc.Close()
-			nc.SetDeadline(time.Now().Add(5 * time.Second))
-			r := bufio.NewReader(nc)
-			typ, body, _, err := wire.ReadFrame(r, nil, wire.DefaultMaxFrame)
-			if err != nil || typ != wire.TypeConnect {
-				t.Fatalf("client's first frame: %s, %v", typ, err)
-			}
-			var cf wire.Connect
-			if err := cf.Decode(body); err != nil {
-				t.Fatalf("client's CONNECT: %v", err)
-			}
-			cf.Token = append([]byte(nil), cf.Token...)
-			for i := range cf.Cursors {
-				cf.Cursors[i].Channel = append([]byte(nil), cf.Cursors[i].Channel...)
-			}
+			r, cursors := readConnect(t, nc)
 			nc.Write(fuzzConnAck)
 			nc.Write(data)
 			nc.(*net.TCPConn).CloseWrite()
-			// Until the client closes: what it sends is read and dropped.
-			for {
-				if _, _, _, err := wire.ReadFrame(r, nil, 1<<24); err != nil {
-					break
-				}
-			}
-			return &cf, true
+			drainUntilClosed(r)
+			return cursors, true
 		}
-		checkCursors := func(cf *wire.Connect) {
+		checkCursors := func(got map[string]uint64) {
 			mu.Lock()
 			defer mu.Unlock()
-			got := map[string]uint64{}
-			for _, cur := range cf.Cursors {
-				got[string(cur.Channel)] = cur.Seq
-			}
 			for _, ch := range []string{"u.alice", "b.all"} {
 				if want, ok := last[ch]; ok && got[ch] != want {
 					t.Fatalf("CONNECT cursor of %s is %d; the handler last took %d", ch, got[ch], want)
@@ -161,12 +139,12 @@ func FuzzClientSession(f *testing.F) {
 			}
 		}
 		for i := 0; i < 3; i++ {
-			cf, ok := accept()
+			cursors, ok := accept()
 			if !ok {
 				break
 			}
 			if i > 0 {
-				checkCursors(cf)
+				checkCursors(cursors)
 			}
 		}
 		cancel()
@@ -186,6 +164,37 @@ func FuzzClientSession(f *testing.F) {
 			}
 		}
 	})
+}
+
+// readConnect reads the client's first frame, which must be CONNECT, and
+// returns the reader and the CONNECT's cursors.
+func readConnect(t *testing.T, nc net.Conn) (*bufio.Reader, map[string]uint64) {
+	t.Helper()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(nc)
+	typ, body, _, err := wire.ReadFrame(r, nil, wire.DefaultMaxFrame)
+	if err != nil || typ != wire.TypeConnect {
+		t.Fatalf("the client's first frame: %s, %v", typ, err)
+	}
+	var cf wire.Connect
+	if err := cf.Decode(body); err != nil {
+		t.Fatalf("the client's CONNECT: %v", err)
+	}
+	cursors := map[string]uint64{}
+	for _, cur := range cf.Cursors {
+		cursors[string(cur.Channel)] = cur.Seq
+	}
+	return r, cursors
+}
+
+// drainUntilClosed reads and drops what the client sends until it closes
+// (or the connection's deadline passes).
+func drainUntilClosed(r *bufio.Reader) {
+	for {
+		if _, _, _, err := wire.ReadFrame(r, nil, 1<<24); err != nil {
+			return
+		}
+	}
 }
 
 // Channel names from the server are checked: a SUBACK or CONNACK naming an
@@ -242,29 +251,13 @@ func TestServerChannelNamesAreChecked(t *testing.T) {
 			t.Fatalf("no connection: %v", err)
 		}
 		defer nc.Close()
-		nc.SetDeadline(time.Now().Add(5 * time.Second))
-		r := bufio.NewReader(nc)
-		typ, body, _, err := wire.ReadFrame(r, nil, wire.DefaultMaxFrame)
-		if err != nil || typ != wire.TypeConnect {
-			t.Fatalf("first frame %s, %v", typ, err)
-		}
-		var cf wire.Connect
-		if err := cf.Decode(body); err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]uint64{}
-		for _, cur := range cf.Cursors {
-			got[string(cur.Channel)] = cur.Seq
-		}
+		r, got := readConnect(t, nc)
 		if answer == nil {
 			return got
 		}
 		nc.Write(answer)
-		for {
-			if _, _, _, err := wire.ReadFrame(r, nil, 1<<24); err != nil {
-				return got
-			}
-		}
+		drainUntilClosed(r)
+		return got
 	}
 	bad := (&wire.SubAck{Slot: 2, Channel: []byte("zzz")}).Append(nil)
 	bad = (&wire.Push{Slot: 2, Seq: 1, Payload: []byte("on no channel")}).Append(bad)
@@ -326,10 +319,7 @@ func TestGoAwayDelayIsBounded(t *testing.T) {
 		if err != nil {
 			t.Fatalf("no connection: %v", err)
 		}
-		nc.SetDeadline(time.Now().Add(5 * time.Second))
-		if typ, _, _, err := wire.ReadFrame(bufio.NewReader(nc), nil, wire.DefaultMaxFrame); err != nil || typ != wire.TypeConnect {
-			t.Fatalf("first frame %s, %v", typ, err)
-		}
+		readConnect(t, nc)
 		return nc
 	}
 	nc := accept()
