@@ -24,6 +24,7 @@ type gwMetrics struct {
 	catchupMsgs    *metrics.Counter
 	catchupRuns    *metrics.Counter
 	handbacks      *metrics.Counter // shared scan → one by one
+	earlyWrites    *metrics.Counter // shared scan: a large backlog sent to be written at once
 	liveMsgs       *metrics.Counter
 	staleAcks      *metrics.Counter
 	cursorWrites   *metrics.Counter
@@ -68,6 +69,7 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		catchupMsgs:    s.NewCounter(`herald_gateway_catchup_messages_total`),
 		catchupRuns:    s.NewCounter(`herald_gateway_catchup_runs_total`),
 		handbacks:      s.NewCounter(`herald_gateway_catchup_handbacks_total`),
+		earlyWrites:    s.NewCounter(`herald_gateway_catchup_early_writes_total`),
 		liveMsgs:       s.NewCounter(`herald_gateway_live_messages_total`),
 		staleAcks:      s.NewCounter(`herald_gateway_stale_acks_total`),
 		cursorWrites:   s.NewCounter(`herald_gateway_cursor_writes_total`),

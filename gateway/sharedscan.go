@@ -292,6 +292,7 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 			}
 			sentTo[s]++
 			s.sent = m.Seq
+			queued := c.pendingLocked()
 			if (m.Expires.IsZero() || m.Expires.After(now)) && !s.ch.isRevoked(m.Seq) {
 				frame = (&wire.Push{Slot: s.slot, Seq: m.Seq, Flags: wire.FlagReplay, Time: m.Time.UnixMilli(),
 					Expires: unixMilli(m.Expires), Payload: m.Data}).Append(frame[:0])
@@ -302,9 +303,13 @@ func (gw *Gateway) scanApp(app string, from uint64, bySubject map[string][]*sub,
 			// A large backlog goes out before the next sharedFlush, well
 			// before half of MaxOutBytes (above) would send it to the
 			// one-by-one path.
-			early := c.pendingLocked() >= gw.cfg.MaxOutBytes/4
+			quarter := gw.cfg.MaxOutBytes / 4
+			early := c.pendingLocked() >= quarter
 			c.mu.Unlock()
 			if early {
+				if queued < quarter {
+					gw.m.earlyWrites.Inc() // counted once per crossing
+				}
 				c.schedule(evFlush)
 			}
 			touched[c] = struct{}{}
