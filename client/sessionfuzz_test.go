@@ -166,6 +166,18 @@ func FuzzClientSession(f *testing.F) {
 	})
 }
 
+// runClient runs c for at most 10 s; stop (also run at the test's end)
+// ends Run and waits for it.
+func runClient(t *testing.T, c *Client) (stop func()) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ran := make(chan error, 1)
+	go func() { ran <- c.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-ran }) }
+	t.Cleanup(stop)
+	return stop
+}
+
 // readConnect reads the client's first frame, which must be CONNECT, and
 // returns the reader and the CONNECT's cursors.
 func readConnect(t *testing.T, nc net.Conn) (*bufio.Reader, map[string]uint64) {
@@ -235,10 +247,7 @@ func TestServerChannelNamesAreChecked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ran := make(chan error, 1)
-	go func() { ran <- c.Run(ctx) }()
+	stop := runClient(t, c)
 
 	// serve takes one connection: it returns the CONNECT's cursors and
 	// sends answer, then (if answer is not nil) waits for the client to
@@ -272,8 +281,7 @@ func TestServerChannelNamesAreChecked(t *testing.T) {
 	if got := serve(nil); len(got) != 1 {
 		t.Fatalf("third CONNECT's cursors %v, want only u.alice", got)
 	}
-	cancel()
-	<-ran
+	stop()
 	mu.Lock()
 	defer mu.Unlock()
 	if len(handled) != 0 {
@@ -307,11 +315,7 @@ func TestGoAwayDelayIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ran := make(chan error, 1)
-	go func() { ran <- c.Run(ctx) }()
-	defer func() { cancel(); <-ran }()
+	runClient(t, c)
 	accept := func() net.Conn {
 		t.Helper()
 		ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
