@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -17,8 +18,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"herald/client"
 	"herald/config"
+	"herald/offline"
 )
 
 // chaosCluster is the cluster topology as real processes on free ports.
@@ -144,7 +149,8 @@ func TestChaos(t *testing.T) {
 
 	// Steady publishing: users at random, every 20th message to a topic.
 	var mu sync.Mutex
-	want := map[string][]uint64{} // user or topic channel → seqs
+	want := map[string][]uint64{}     // user or topic channel → seqs
+	answered := map[uint64][]string{} // seq → the publishes answered with it, for a failure's report
 	stop := make(chan struct{})
 	var retries atomic.Int64
 	var wg sync.WaitGroup
@@ -174,11 +180,16 @@ func TestChaos(t *testing.T) {
 					resp, err := hc.Do(req)
 					if err == nil && resp.StatusCode == 200 {
 						var out struct {
-							Messages []struct{ Seq uint64 } `json:"messages"`
+							Messages []struct {
+								Seq       uint64
+								Duplicate bool
+							} `json:"messages"`
 						}
 						decodeJSONBody(resp, &out)
+						seq := out.Messages[0].Seq
 						mu.Lock()
-						want[ch] = append(want[ch], out.Messages[0].Seq)
+						want[ch] = append(want[ch], seq)
+						answered[seq] = append(answered[seq], fmt.Sprintf("%s id w%d-%d attempt %d duplicate %v at %s", ch, w, i, attempt, out.Messages[0].Duplicate, time.Now().Format("15:04:05.000")))
 						mu.Unlock()
 						break
 					}
@@ -220,6 +231,8 @@ func TestChaos(t *testing.T) {
 	// Every device's application saw exactly what was addressed to it,
 	// once, in order per channel.
 	total, replayed, reconnected := 0, 0, 0
+	var mismatches []string
+	odd := map[uint64]bool{} // seqs delivered but not answered, or answered but not delivered
 	for _, d := range devs {
 		uc, tc := "u."+d.user, "t."+d.topic
 		n := len(want[uc]) + len(want[tc])
@@ -271,7 +284,18 @@ func TestChaos(t *testing.T) {
 		}
 		for _, ch := range []string{uc, tc} {
 			if fmt.Sprint(got[ch]) != fmt.Sprint(want[ch]) {
-				t.Fatalf("%s on %s: got %v, want %v", d.user, ch, got[ch], want[ch])
+				extra, missing := difference(got[ch], want[ch]), difference(want[ch], got[ch])
+				switch n := len(mismatches); {
+				case n == 0:
+					mismatches = append(mismatches, fmt.Sprintf("%s on %s: got %v\n   want %v", d.user, ch, got[ch], want[ch]))
+					fallthrough
+				case n < 20:
+					mismatches = append(mismatches, fmt.Sprintf("%s on %s: %d delivered, %d answered; delivered and not answered %v, answered and not delivered %v",
+						d.user, ch, len(got[ch]), len(want[ch]), extra, missing))
+				}
+				for _, q := range append(extra, missing...) {
+					odd[q] = true
+				}
 			}
 		}
 		if len(got) != 2 && !(len(got) == 1 && n == len(got[uc])+len(got[tc])) {
@@ -281,6 +305,14 @@ func TestChaos(t *testing.T) {
 		if d.cl.Connects() > 1 {
 			reconnected++
 		}
+	}
+	if len(mismatches) > 0 {
+		// What the stream holds at each odd seq, and which publishes were
+		// answered with it, tell a wrong answer from a wrong delivery.
+		for _, q := range slices.Sorted(maps.Keys(odd)) {
+			mismatches = append(mismatches, fmt.Sprintf("seq %d: stored %s; answered to %v", q, c.storedAt(q), answered[q]))
+		}
+		t.Fatalf("devices saw other messages than the API answered:\n%s", strings.Join(mismatches, "\n"))
 	}
 	t.Logf("%d messages delivered to 2,000 devices exactly once and in order; %d devices reconnected; %d messages delivered from the store after a reconnect; %d publish retries",
 		total, reconnected, replayed, retries.Load())
@@ -300,6 +332,49 @@ func TestChaos(t *testing.T) {
 		return len(gws) == 1 && gws[0].(map[string]any)["connections"].(float64) == devices
 	})
 	t.Logf("SIGTERM drained gateway 2 in %v; its devices are on gateway 1", time.Since(start).Round(100*time.Millisecond))
+}
+
+// difference is what of a is not in b, with repeats: a seq twice in a and
+// once in b is in it once.
+func difference(a, b []uint64) []uint64 {
+	n := map[uint64]int{}
+	for _, q := range b {
+		n[q]++
+	}
+	var out []uint64
+	for _, q := range a {
+		if n[q] > 0 {
+			n[q]--
+		} else {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// storedAt describes the HERALD stream's message at seq: its subject and
+// idempotency id, read from the cluster with the leader's answer.
+func (c *chaosCluster) storedAt(seq uint64) string {
+	nc, err := nats.Connect("nats://"+strings.Join(c.natsClient[:], ",nats://"), nats.Timeout(5*time.Second))
+	if err != nil {
+		return err.Error()
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err.Error()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, offline.StreamName)
+	if err != nil {
+		return err.Error()
+	}
+	m, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%s id %q data %q at %s", m.Subject, m.Header.Get(nats.MsgIdHdr), m.Data, m.Time.Format("15:04:05.000"))
 }
 
 func decodeJSONBody(resp *http.Response, v any) {
