@@ -381,3 +381,97 @@ func decodeJSONBody(resp *http.Response, v any) {
 	defer resp.Body.Close()
 	_ = json.NewDecoder(resp.Body).Decode(v)
 }
+
+// A live copy lost with a dying stream leader leaves a hole that gap
+// detection finds only when the channel's next message comes. The test
+// makes such a hole on purpose: with the stream's RePublish taken off, a
+// message is stored without a live copy. The stream's next leader
+// (a stepdown) must make the gateway read the store, so the device gets the
+// message without a reconnect and without a later message.
+func TestStreamLeaderChangeFillsLostLiveCopies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a cluster of processes")
+	}
+	c := startChaosCluster(t)
+	api := "http://" + c.api
+	col := newCollector()
+	cl, err := client.New(client.Config{
+		Fallback: c.gwAddr[:1], App: "demo", Device: "d", Token: tokenFor("alice", "d"), Handler: col.handle,
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = cl.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	push := func(data string) uint64 {
+		t.Helper()
+		status, out := call(t, api, config.DemoKey, "POST", "/v1/apps/demo/push", map[string]any{"users": []string{"alice"}, "data": data})
+		msgs, _ := out["messages"].([]any)
+		if status != 200 || len(msgs) != 1 {
+			t.Fatalf("push: %d %v", status, out)
+		}
+		return uint64(msgs[0].(map[string]any)["seq"].(float64))
+	}
+	push("m1")
+	col.waitCount(t, 1, 30*time.Second)
+
+	nc, err := nats.Connect("nats://"+strings.Join(c.natsClient[:], ",nats://"), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jctx, jcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer jcancel()
+	st, err := js.Stream(jctx, offline.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	bare := cfg
+	bare.RePublish = nil
+	if _, err := js.UpdateStream(jctx, bare); err != nil {
+		t.Fatalf("taking RePublish off: %v", err)
+	}
+	seq := push("m2")
+	time.Sleep(1500 * time.Millisecond)
+	if n := col.count(); n != 1 {
+		t.Fatalf("the device got %d messages while the stream republished nothing: the test made no hole", n)
+	}
+	if _, err := js.UpdateStream(jctx, cfg); err != nil {
+		t.Fatalf("putting RePublish back: %v", err)
+	}
+	leader := func() string {
+		ictx, icancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer icancel()
+		info, err := st.Info(ictx)
+		if err != nil || info.Cluster == nil {
+			return ""
+		}
+		return info.Cluster.Leader
+	}
+	before := leader()
+	if r, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+offline.StreamName, nil, 10*time.Second); err != nil || !strings.Contains(string(r.Data), `"success":true`) {
+		t.Fatalf("stream leader stepdown from %q: %v %s", before, err, r.Data)
+	}
+	waitFor(t, 20*time.Second, "a new stream leader", func() bool { l := leader(); return l != "" && l != before })
+	col.waitCount(t, 2, 15*time.Second)
+	if got := col.snapshot()[1]; got.Seq != seq || string(got.Data) != "m2" || cl.Connects() != 1 {
+		t.Fatalf("got seq %d %q after %d connects, want seq %d \"m2\" on the first connection", got.Seq, got.Data, cl.Connects(), seq)
+	}
+	resp, err := http.Get("http://" + c.gwMetrics[0] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "herald_gateway_stream_leader_resyncs_total") || strings.Contains(string(b), "herald_gateway_stream_leader_resyncs_total 0\n") {
+		t.Fatalf("the gateway counted no resync after the leader change:\n%s", b)
+	}
+}

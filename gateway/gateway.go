@@ -53,15 +53,17 @@ type Gateway struct {
 	log   *slog.Logger
 	m     *gwMetrics
 
-	ln      net.Listener
-	wsln    net.Listener // nil without WebSocket
-	ep      *netpoll.Epoll
-	work    chan *conn
-	catchup chan *sub
-	shared  chan *sub // catch-ups for the shared scanner (storms)
-	ups     chan upWait
-	live    []chan *nats.Msg
-	wheel   *wheel
+	ln   net.Listener
+	wsln net.Listener // nil without WebSocket
+	ep   *netpoll.Epoll
+	// leaderSub receives the stream's leader advisories (addNATSHandlers).
+	leaderSub *nats.Subscription
+	work      chan *conn
+	catchup   chan *sub
+	shared    chan *sub // catch-ups for the shared scanner (storms)
+	ups       chan upWait
+	live      []chan *nats.Msg
+	wheel     *wheel
 
 	chans   *shardedMap[*channel] // "<app>.<channel>" → channel
 	conns   *shardedMap[*conn]    // "<app>.<user>.<device>" → its connection
@@ -183,8 +185,15 @@ func (gw *Gateway) Start() error {
 		}
 		return fmt.Errorf("gateway: cannot create epoll: %w", err)
 	}
+	if err := gw.addNATSHandlers(); err != nil {
+		ln.Close()
+		if wsln != nil {
+			wsln.Close()
+		}
+		ep.Close()
+		return err
+	}
 	gw.ln, gw.wsln, gw.ep = ln, wsln, ep
-	gw.addNATSHandlers()
 
 	gw.spawn(func() { gw.wheel.run(gw.expire) })
 	for i := 0; i < gw.cfg.Workers; i++ {
@@ -227,9 +236,18 @@ func (gw *Gateway) spawn(fn func()) {
 }
 
 // addNATSHandlers makes the gateway re-sync every channel when NATS tells it
-// messages may have been missed: after a reconnect, and when one of its
-// subscriptions overflowed (slow consumer).
-func (gw *Gateway) addNATSHandlers() {
+// messages may have been missed: after a reconnect, when one of its
+// subscriptions overflowed (slow consumer), and when the stream elected a
+// new leader.
+//
+// Live copies are core NATS messages that only the stream's leader sends
+// (nats-server republishes only as leader). When a leader dies, the copies
+// still in its buffers are lost with it while the messages themselves are
+// stored on the other replicas. Gap detection (Nats-Last-Sequence) finds
+// such a hole only when the next message on the channel comes; a channel's
+// last message would wait for it, or for the device to reconnect. The new
+// leader's advisory makes every channel check the store instead.
+func (gw *Gateway) addNATSHandlers() error {
 	prevReconnect := gw.nc.Opts.ReconnectedCB
 	gw.nc.SetReconnectHandler(func(nc *nats.Conn) {
 		if prevReconnect != nil {
@@ -250,6 +268,15 @@ func (gw *Gateway) addNATSHandlers() {
 			}
 		}
 	})
+	sub, err := gw.nc.Subscribe(offline.LeaderElectedSubject, func(*nats.Msg) {
+		gw.m.leaderResyncs.Inc()
+		gw.resyncAll("stream leader elected")
+	})
+	if err != nil {
+		return fmt.Errorf("gateway: cannot subscribe to the stream's leader advisories: %w", err)
+	}
+	gw.leaderSub = sub
+	return nil
 }
 
 // worker serves connections whose socket is ready or that have output to
@@ -312,6 +339,7 @@ func (gw *Gateway) Stop() {
 	gw.cancel() // the flusher stops; this last flush has its own deadline
 	gw.flushCursors(ctx)
 	cancel()
+	_ = gw.leaderSub.Unsubscribe()
 	for _, ch := range gw.chans.snapshot() {
 		ch.unsubscribe()
 	}

@@ -21,6 +21,7 @@ type gwMetrics struct {
 	framesOut      [32]*metrics.Counter
 	slowConsumers  *metrics.Counter
 	natsSlow       *metrics.Counter
+	leaderResyncs  *metrics.Counter
 	catchupMsgs    *metrics.Counter
 	catchupRuns    *metrics.Counter
 	handbacks      *metrics.Counter // shared scan → one by one
@@ -66,6 +67,7 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		authFailures:   map[wire.Code]*metrics.Counter{},
 		slowConsumers:  s.NewCounter(`herald_gateway_slow_consumers_total`),
 		natsSlow:       s.NewCounter(`herald_gateway_nats_slow_consumer_total`),
+		leaderResyncs:  s.NewCounter(`herald_gateway_stream_leader_resyncs_total`),
 		catchupMsgs:    s.NewCounter(`herald_gateway_catchup_messages_total`),
 		catchupRuns:    s.NewCounter(`herald_gateway_catchup_runs_total`),
 		handbacks:      s.NewCounter(`herald_gateway_catchup_handbacks_total`),

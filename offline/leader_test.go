@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -151,4 +152,12 @@ func FuzzParseLeaderGet(f *testing.F) {
 			t.Fatalf("found %+v with err %v", m, err)
 		}
 	})
+}
+
+// The gateway re-syncs on this advisory; nats-server must still send it
+// under this name.
+func TestLeaderElectedSubjectIsNATSServers(t *testing.T) {
+	if want := server.JSAdvisoryStreamLeaderElectedPre + "." + StreamName; LeaderElectedSubject != want {
+		t.Fatalf("LeaderElectedSubject = %q, nats-server sends %q", LeaderElectedSubject, want)
+	}
 }

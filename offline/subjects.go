@@ -46,6 +46,10 @@ const (
 	UpIDHeader     = "Herald-Id"
 )
 
+// LeaderElectedSubject is JetStream's advisory that the HERALD stream has a
+// new leader (nats-server's JSAdvisoryStreamLeaderElectedPre + the name).
+const LeaderElectedSubject = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED." + StreamName
+
 // UserChannel is the channel name of a user: "u.<user>".
 func UserChannel(user string) string { return KindUser + "." + user }
 
