@@ -395,17 +395,7 @@ func TestStreamLeaderChangeFillsLostLiveCopies(t *testing.T) {
 	c := startChaosCluster(t)
 	api := "http://" + c.api
 	col := newCollector()
-	cl, err := client.New(client.Config{
-		Fallback: c.gwAddr[:1], App: "demo", Device: "d", Token: tokenFor("alice", "d"), Handler: col.handle,
-		MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = cl.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	cl := device(t, c.gwAddr[0], "alice", "d", col, nil)
 	push := func(data string) uint64 {
 		t.Helper()
 		status, out := call(t, api, config.DemoKey, "POST", "/v1/apps/demo/push", map[string]any{"users": []string{"alice"}, "data": data})
