@@ -213,6 +213,43 @@ func TestGapDetection(t *testing.T) {
 	}
 }
 
+// A missed live copy that no later message reveals: the stream's
+// leader advisory (as a new leader sends it) makes the gateway read the
+// store, and the device gets the message with nothing published after it.
+func TestLeaderAdvisoryFillsAHoleWithoutANextMessage(t *testing.T) {
+	h := newHarness(t, nil)
+	d := h.connect("alice", 0)
+	if s1, p := h.publish("alice", "one"), d.push(); p.Seq != s1 {
+		t.Fatalf("first: %+v, want seq %d", p, s1)
+	}
+	ch, ok := h.gw.chans.get(offline.ChannelKey("demo", "u.alice"))
+	if !ok {
+		t.Fatal("no channel for alice")
+	}
+	if err := ch.nsub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	h.nc.Flush()
+	s2 := h.publish("alice", "two") // stored; its live copy is lost
+	ch.nsub, _ = h.nc.ChanSubscribe(offline.LiveSubject("demo", "u.alice"), h.gw.live[shardOf(ch.key)%liveShards])
+	h.nc.Flush()
+	d.nc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := d.r.Peek(1); err == nil {
+		t.Fatal("the device got something before the advisory: the test made no hole")
+	}
+	d.nc.SetReadDeadline(time.Time{})
+	advisory := `{"type":"io.nats.jetstream.advisory.v1.stream_leader_elected","stream":"` + offline.StreamName + `"}`
+	if err := h.nc.Publish(offline.LeaderElectedSubject, []byte(advisory)); err != nil {
+		t.Fatal(err)
+	}
+	if p := d.push(); p.Seq != s2 || string(p.Payload) != "two" {
+		t.Fatalf("after the advisory: %+v, want seq %d", p, s2)
+	}
+	if n := h.gw.m.leaderResyncs.Get(); n != 1 {
+		t.Fatalf("leader re-syncs counted: %d, want 1", n)
+	}
+}
+
 // ACKs move the KV cursor forward only, coalesced.
 func TestAcksMoveCursorForward(t *testing.T) {
 	h := newHarness(t, nil)
