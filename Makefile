@@ -31,6 +31,7 @@ fuzz:
 	$(GO) test ./config -run '^$$' -fuzz FuzzValidName -fuzztime $(FUZZTIME)
 	$(GO) test ./offline -run '^$$' -fuzz FuzzParseLeaderGet -fuzztime $(FUZZTIME)
 	$(GO) test ./offline -run '^$$' -fuzz FuzzPlainPubAck -fuzztime $(FUZZTIME)
+	$(GO) test ./offline -run '^$$' -fuzz FuzzParseRecall -fuzztime $(FUZZTIME)
 	$(GO) test ./client -run '^$$' -fuzz FuzzWSStream -fuzztime $(FUZZTIME)
 	$(GO) test ./client -run '^$$' -fuzz FuzzClientSession -fuzztime $(FUZZTIME)
 	$(GO) test ./token -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME)

@@ -89,11 +89,16 @@ func (ch *channel) isRevoked(seq uint64) bool {
 	return p != nil && slices.Contains(*p, seq)
 }
 
-func (ch *channel) addRevoked(seq uint64) {
+// addRevoked remembers a recall; false if it was already known (a recall
+// comes both as a live notice and from the recalls bucket's watch).
+func (ch *channel) addRevoked(seq uint64) bool {
 	for {
 		old := ch.revoked.Load()
 		var next []uint64
 		if old != nil {
+			if slices.Contains(*old, seq) {
+				return false
+			}
 			next = append(next, *old...)
 		}
 		next = append(next, seq)
@@ -101,7 +106,7 @@ func (ch *channel) addRevoked(seq uint64) {
 			next = next[len(next)-maxRevoked:]
 		}
 		if ch.revoked.CompareAndSwap(old, &next) {
-			return
+			return true
 		}
 	}
 }
@@ -542,7 +547,9 @@ func (e *frameCache) get(slot uint32) []byte {
 // recalled, and remembers it so a catch-up that read it before the recall
 // does not send it.
 func (gw *Gateway) revoke(ch *channel, seq uint64) {
-	ch.addRevoked(seq)
+	if !ch.addRevoked(seq) {
+		return // sent already
+	}
 	var buf [3 * 10]byte
 	ch.mu.Lock()
 	for _, s := range ch.subs {

@@ -28,6 +28,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/mailru/easygo/netpoll"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"herald/config"
 	"herald/offline"
@@ -193,7 +194,18 @@ func (gw *Gateway) Start() error {
 		ep.Close()
 		return err
 	}
+	recalls, err := gw.store.WatchRecalls(gw.ctx)
+	if err != nil {
+		_ = gw.leaderSub.Unsubscribe()
+		ln.Close()
+		if wsln != nil {
+			wsln.Close()
+		}
+		ep.Close()
+		return fmt.Errorf("gateway: %w", err)
+	}
 	gw.ln, gw.wsln, gw.ep = ln, wsln, ep
+	gw.spawn(func() { gw.watchRecalls(recalls) })
 
 	gw.spawn(func() { gw.wheel.run(gw.expire) })
 	for i := 0; i < gw.cfg.Workers; i++ {
@@ -277,6 +289,36 @@ func (gw *Gateway) addNATSHandlers() error {
 	}
 	gw.leaderSub = sub
 	return nil
+}
+
+// watchRecalls sends REVOKE for every recall made while the gateway runs.
+// The dispatcher's notice on the channel's live subject is the fast path,
+// but a core NATS message: one sent while the gateway reconnects to NATS
+// is lost. The recalls bucket's watch is an ordered consumer that resumes
+// where it was; revoke sends each recall once, whichever comes first.
+func (gw *Gateway) watchRecalls(w jetstream.KeyWatcher) {
+	defer w.Stop()
+	for {
+		select {
+		case <-gw.quit:
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue // nil: the watch caught up (nothing before it with UpdatesOnly)
+			}
+			app, seq, channel, ok := offline.ParseRecall(e.Key(), e.Value())
+			if !ok {
+				gw.log.Warn("ignoring a malformed recall record", "key", e.Key())
+				continue
+			}
+			if ch, found := gw.chans.get(offline.ChannelKey(app, channel)); found {
+				gw.revoke(ch, seq)
+			}
+		}
+	}
 }
 
 // worker serves connections whose socket is ready or that have output to

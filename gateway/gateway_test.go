@@ -83,6 +83,28 @@ func (h *harness) pushes(d *dev, user string, n int) []uint64 {
 	return seqs
 }
 
+// dropLive takes away the gateway's live subscription of user's channel,
+// so the live copies and notices sent to it are lost; restoreLive gives it
+// back.
+func (h *harness) dropLive(user string) *channel {
+	h.t.Helper()
+	ch, ok := h.gw.chans.get(offline.ChannelKey("demo", offline.UserChannel(user)))
+	if !ok {
+		h.t.Fatalf("no channel for %s", user)
+	}
+	if err := ch.nsub.Unsubscribe(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.nc.Flush()
+	return ch
+}
+
+func (h *harness) restoreLive(ch *channel, user string) {
+	h.t.Helper()
+	ch.nsub, _ = h.nc.ChanSubscribe(offline.LiveSubject("demo", offline.UserChannel(user)), h.gw.live[shardOf(ch.key)%liveShards])
+	h.nc.Flush()
+}
+
 // dev is a hand-driven device connection.
 type dev struct {
 	t   testing.TB
@@ -189,18 +211,10 @@ func TestGapDetection(t *testing.T) {
 		t.Fatalf("first: %+v", p)
 	}
 	// Take the gateway's subscription away, so it misses two live copies.
-	ch, ok := h.gw.chans.get(offline.ChannelKey("demo", "u.alice"))
-	if !ok {
-		t.Fatal("no channel for alice")
-	}
-	if err := ch.nsub.Unsubscribe(); err != nil {
-		t.Fatal(err)
-	}
-	h.nc.Flush()
+	ch := h.dropLive("alice")
 	s2 := h.publish("alice", "two")
 	s3 := h.publish("alice", "three")
-	ch.nsub, _ = h.nc.ChanSubscribe(offline.LiveSubject("demo", "u.alice"), h.gw.live[shardOf(ch.key)%liveShards])
-	h.nc.Flush()
+	h.restoreLive(ch, "alice")
 	runs := h.gw.m.catchupRuns.Get()
 	s4 := h.publish("alice", "four")
 	for _, want := range []uint64{s2, s3, s4} {
@@ -222,17 +236,9 @@ func TestLeaderAdvisoryFillsAHoleWithoutANextMessage(t *testing.T) {
 	if s1, p := h.publish("alice", "one"), d.push(); p.Seq != s1 {
 		t.Fatalf("first: %+v, want seq %d", p, s1)
 	}
-	ch, ok := h.gw.chans.get(offline.ChannelKey("demo", "u.alice"))
-	if !ok {
-		t.Fatal("no channel for alice")
-	}
-	if err := ch.nsub.Unsubscribe(); err != nil {
-		t.Fatal(err)
-	}
-	h.nc.Flush()
+	ch := h.dropLive("alice")
 	s2 := h.publish("alice", "two") // stored; its live copy is lost
-	ch.nsub, _ = h.nc.ChanSubscribe(offline.LiveSubject("demo", "u.alice"), h.gw.live[shardOf(ch.key)%liveShards])
-	h.nc.Flush()
+	h.restoreLive(ch, "alice")
 	d.nc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if _, err := d.r.Peek(1); err == nil {
 		t.Fatal("the device got something before the advisory: the test made no hole")
@@ -248,6 +254,37 @@ func TestLeaderAdvisoryFillsAHoleWithoutANextMessage(t *testing.T) {
 	if n := h.gw.m.leaderResyncs.Get(); n != 1 {
 		t.Fatalf("leader re-syncs counted: %d, want 1", n)
 	}
+}
+
+// A recall reaches an online device once, and also when its live notice
+// is lost (the gateway's subscription was away): the recalls bucket's
+// watch brings it.
+func TestRecallRevokesOnceAndSurvivesALostNotice(t *testing.T) {
+	h := newHarness(t, nil)
+	d := h.connect("alice", 0)
+	seqs := h.pushes(d, "alice", 2)
+	revoke := func(seq uint64) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := h.store.Recall(ctx, "demo", seq); err != nil {
+			t.Fatal(err)
+		}
+		typ, body := d.read()
+		var r wire.Revoke
+		if typ != wire.TypeRevoke || r.Decode(body) != nil || r.Seq != seq {
+			t.Fatalf("got %s %+v, want REVOKE of %d", typ, r, seq)
+		}
+	}
+	// Both the live notice and the watch carry this one: one REVOKE, and
+	// the next frame is the next message.
+	revoke(seqs[0])
+	if s3, p := h.publish("alice", "three"), d.push(); p.Seq != s3 {
+		t.Fatalf("after the REVOKE: %+v, want PUSH %d", p, s3)
+	}
+	// The live notice of this one is lost.
+	h.dropLive("alice")
+	revoke(seqs[1])
 }
 
 // ACKs move the KV cursor forward only, coalesced.

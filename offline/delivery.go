@@ -105,6 +105,38 @@ func (s *Store) Recall(ctx context.Context, app string, seq uint64) (string, err
 	return channel, s.nc.Flush()
 }
 
+// WatchRecalls streams recalls made from now on (the KV bucket's updates,
+// through an ordered consumer that resumes after reconnects and leader
+// changes); ParseRecall reads an entry.
+func (s *Store) WatchRecalls(ctx context.Context) (jetstream.KeyWatcher, error) {
+	w, err := s.recalls.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return nil, fmt.Errorf("%w: watch recalls: %v", ErrUnavailable, err)
+	}
+	return w, nil
+}
+
+// ParseRecall reads a recall record: the app and seq from its key
+// ("<app>.<seq>"), the channel from its value.
+func ParseRecall(key string, value []byte) (app string, seq uint64, channel string, ok bool) {
+	i := strings.LastIndexByte(key, '.')
+	if i <= 0 {
+		return "", 0, "", false
+	}
+	seq, err := strconv.ParseUint(key[i+1:], 10, 64)
+	if err != nil || seq == 0 || recallKey(key[:i], seq) != key { // as recallKey writes it: no leading zeros
+		return "", 0, "", false
+	}
+	var r recallRecord
+	if json.Unmarshal(value, &r) != nil {
+		return "", 0, "", false
+	}
+	if _, _, ok := ParseChannel(r.Channel); !ok {
+		return "", 0, "", false
+	}
+	return key[:i], seq, r.Channel, true
+}
+
 // DeviceCursors returns, for each device of user that acknowledged anything
 // on channel, its acknowledged cursor (as last written by its gateway).
 func (s *Store) DeviceCursors(ctx context.Context, app, user, channel string) (map[string]uint64, error) {

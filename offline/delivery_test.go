@@ -207,3 +207,25 @@ func TestScanRange(t *testing.T) {
 		t.Fatalf("empty range: %v after %v", err, time.Since(start))
 	}
 }
+
+// ParseRecall reads what WatchRecalls delivers: bytes from the bucket.
+func FuzzParseRecall(f *testing.F) {
+	f.Add("demo.17", []byte(`{"channel":"u.alice","at":"2026-11-28T10:00:00Z"}`))
+	f.Add("my.app.3", []byte(`{"channel":"t.news"}`))
+	f.Add("demo.0", []byte(`{"channel":"b.all"}`))
+	f.Add("demo.x", []byte(`{}`))
+	f.Add(".5", []byte(`{"channel":"u.a"}`))
+	f.Add("demo.017", []byte(`{"channel":"u.a"}`))
+	f.Fuzz(func(t *testing.T, key string, value []byte) {
+		app, seq, channel, ok := ParseRecall(key, value)
+		if !ok {
+			return
+		}
+		if seq == 0 || app == "" || recallKey(app, seq) != key {
+			t.Fatalf("ParseRecall(%q) = %q, %d: not the key it read", key, app, seq)
+		}
+		if _, _, valid := ParseChannel(channel); !valid {
+			t.Fatalf("ParseRecall(%q) gave an invalid channel %q", value, channel)
+		}
+	})
+}
