@@ -156,7 +156,16 @@ func (gw *Gateway) Connections() int { return gw.conns.len() }
 // loop, the epoll loop, the worker pool, the catch-up pool, the live readers,
 // the timing wheel and the cursor flusher — a fixed number, whatever the
 // number of connections.
-func (gw *Gateway) Start() error {
+func (gw *Gateway) Start() (err error) {
+	// What is opened is closed again, in reverse, if a later step fails.
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
 	if gw.cfg.TLS.Enabled() {
 		cert, err := tls.LoadX509KeyPair(gw.cfg.TLS.Cert, gw.cfg.TLS.Key)
 		if err != nil {
@@ -168,40 +177,27 @@ func (gw *Gateway) Start() error {
 	if err != nil {
 		return fmt.Errorf("gateway: cannot listen on %s: %w", gw.cfg.Listen, err)
 	}
+	undo = append(undo, func() { ln.Close() })
 	var wsln net.Listener
 	if gw.cfg.WSListen != "" {
-		wsln, err = listen(gw.cfg.WSListen, gw.cfg.ReusePort)
-		if err != nil {
-			ln.Close()
+		if wsln, err = listen(gw.cfg.WSListen, gw.cfg.ReusePort); err != nil {
 			return fmt.Errorf("gateway: cannot listen for WebSocket on %s: %w", gw.cfg.WSListen, err)
 		}
+		undo = append(undo, func() { wsln.Close() })
 	}
 	ep, err := netpoll.EpollCreate(&netpoll.EpollConfig{OnWaitError: func(err error) {
 		gw.log.Error("epoll wait failed", "err", err)
 	}})
 	if err != nil {
-		ln.Close()
-		if wsln != nil {
-			wsln.Close()
-		}
 		return fmt.Errorf("gateway: cannot create epoll: %w", err)
 	}
-	if err := gw.addNATSHandlers(); err != nil {
-		ln.Close()
-		if wsln != nil {
-			wsln.Close()
-		}
-		ep.Close()
+	undo = append(undo, func() { ep.Close() })
+	if err = gw.addNATSHandlers(); err != nil {
 		return err
 	}
+	undo = append(undo, func() { _ = gw.leaderSub.Unsubscribe() })
 	recalls, err := gw.store.WatchRecalls(gw.ctx)
 	if err != nil {
-		_ = gw.leaderSub.Unsubscribe()
-		ln.Close()
-		if wsln != nil {
-			wsln.Close()
-		}
-		ep.Close()
 		return fmt.Errorf("gateway: %w", err)
 	}
 	gw.ln, gw.wsln, gw.ep = ln, wsln, ep
