@@ -161,6 +161,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg config.Store) (*Store, error) 
 		}
 		*b.kv = kv
 	}
+	if nc.ConnectedClusterName() != "" {
+		if _, err := ensure(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, s.EnsurePulse(ctx) }); err != nil {
+			return nil, fmt.Errorf("offline: %w", err)
+		}
+	}
 	return s, nil
 }
 
