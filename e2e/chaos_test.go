@@ -382,20 +382,25 @@ func decodeJSONBody(resp *http.Response, v any) {
 	_ = json.NewDecoder(resp.Body).Decode(v)
 }
 
-// A live copy lost with a dying stream leader leaves a hole that gap
-// detection finds only when the channel's next message comes. The test
-// makes such a hole on purpose: with the stream's RePublish taken off, a
-// message is stored without a live copy. The stream's next leader
-// (a stepdown) must make the gateway read the store, so the device gets the
-// message without a reconnect and without a later message.
-func TestStreamLeaderChangeFillsLostLiveCopies(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a cluster of processes")
-	}
-	c := startChaosCluster(t)
-	api := "http://" + c.api
-	col := newCollector()
-	cl := device(t, c.gwAddr[0], "alice", "d", col, nil)
+// hole is a 3-node cluster whose gateway 1 holds alice's device, and a
+// message for alice stored without a live copy: the stream's RePublish was
+// taken off while it was stored, and is back on when makeHole returns.
+// Nothing on the channel after it reveals the hole by gap detection.
+type hole struct {
+	c   *chaosCluster
+	col *collector
+	cl  *client.Client
+	nc  *nats.Conn
+	st  jetstream.Stream
+	seq uint64 // the message without a live copy ("m2")
+}
+
+// makeHole makes the hole; withPulse false first removes the stream's
+// pulse (which would reveal the hole within a second).
+func makeHole(t *testing.T, withPulse bool) *hole {
+	h := &hole{c: startChaosCluster(t), col: newCollector()}
+	api := "http://" + h.c.api
+	h.cl = device(t, h.c.gwAddr[0], "alice", "d", h.col, nil)
 	push := func(data string) uint64 {
 		t.Helper()
 		status, out := call(t, api, config.DemoKey, "POST", "/v1/apps/demo/push", map[string]any{"users": []string{"alice"}, "data": data})
@@ -406,62 +411,131 @@ func TestStreamLeaderChangeFillsLostLiveCopies(t *testing.T) {
 		return uint64(msgs[0].(map[string]any)["seq"].(float64))
 	}
 	push("m1")
-	col.waitCount(t, 1, 30*time.Second)
+	h.col.waitCount(t, 1, 30*time.Second)
 
-	nc, err := nats.Connect("nats://"+strings.Join(c.natsClient[:], ",nats://"), nats.Timeout(5*time.Second))
+	nc, err := nats.Connect("nats://"+strings.Join(h.c.natsClient[:], ",nats://"), nats.Timeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
+	h.nc = nc
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	jctx, jcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer jcancel()
-	st, err := js.Stream(jctx, offline.StreamName)
-	if err != nil {
+	if h.st, err = js.Stream(jctx, offline.StreamName); err != nil {
 		t.Fatal(err)
 	}
-	cfg := st.CachedInfo().Config
+	if _, err := h.st.GetLastMsgForSubject(jctx, offline.PulseScheduleSubject); err != nil {
+		t.Fatalf("the dispatcher made no pulse for the cluster: %v", err)
+	}
+	if withPulse {
+		// A gateway checks a pulse against the one before it.
+		waitFor(t, 10*time.Second, "gateway 1's first pulse", func() bool {
+			return counted(gatewayMetrics(t, h.c.gwMetrics[0]), "herald_gateway_stream_pulses_total")
+		})
+	} else if err := h.st.Purge(jctx, jetstream.WithPurgeSubject(offline.PulseScheduleSubject)); err != nil {
+		t.Fatalf("removing the pulse: %v", err)
+	}
+	cfg := h.st.CachedInfo().Config
 	bare := cfg
 	bare.RePublish = nil
 	if _, err := js.UpdateStream(jctx, bare); err != nil {
 		t.Fatalf("taking RePublish off: %v", err)
 	}
-	seq := push("m2")
-	time.Sleep(1500 * time.Millisecond)
-	if n := col.count(); n != 1 {
+	h.seq = push("m2")
+	if withPulse {
+		waitFor(t, 10*time.Second, "a pulse stored after the message", func() bool {
+			m, err := h.st.GetLastMsgForSubject(jctx, offline.PulseSubject)
+			return err == nil && m.Sequence > h.seq
+		})
+	} else {
+		time.Sleep(1500 * time.Millisecond)
+	}
+	if n := h.col.count(); n != 1 {
 		t.Fatalf("the device got %d messages while the stream republished nothing: the test made no hole", n)
 	}
 	if _, err := js.UpdateStream(jctx, cfg); err != nil {
 		t.Fatalf("putting RePublish back: %v", err)
 	}
+	return h
+}
+
+// gotTheHole checks that the device got the message of the hole on its
+// first connection, and returns gateway 1's metrics.
+func (h *hole) gotTheHole(t *testing.T, within time.Duration) string {
+	t.Helper()
+	h.col.waitCount(t, 2, within)
+	if got := h.col.snapshot()[1]; got.Seq != h.seq || string(got.Data) != "m2" || h.cl.Connects() != 1 {
+		t.Fatalf("got seq %d %q after %d connects, want seq %d \"m2\" on the first connection", got.Seq, got.Data, h.cl.Connects(), h.seq)
+	}
+	return gatewayMetrics(t, h.c.gwMetrics[0])
+}
+
+// gatewayMetrics returns the text of a gateway's /metrics.
+func gatewayMetrics(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return string(b)
+}
+
+// counted reports whether the metrics text has the counter above 0.
+func counted(metrics, name string) bool {
+	return strings.Contains(metrics, name+" ") && !strings.Contains(metrics, name+" 0\n")
+}
+
+// A live copy lost with a dying stream leader leaves a hole that gap
+// detection finds only when the channel's next message comes. With the
+// stream's pulse removed, the stream's next leader (a stepdown) must make
+// the gateway read the store, so the device gets the message without a
+// reconnect and without a later message.
+func TestStreamLeaderChangeFillsLostLiveCopies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a cluster of processes")
+	}
+	h := makeHole(t, false)
+	time.Sleep(1500 * time.Millisecond)
+	if n := h.col.count(); n != 1 {
+		t.Fatalf("the device got %d messages before the leader changed: the test shows nothing", n)
+	}
 	leader := func() string {
 		ictx, icancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer icancel()
-		info, err := st.Info(ictx)
+		info, err := h.st.Info(ictx)
 		if err != nil || info.Cluster == nil {
 			return ""
 		}
 		return info.Cluster.Leader
 	}
 	before := leader()
-	if r, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+offline.StreamName, nil, 10*time.Second); err != nil || !strings.Contains(string(r.Data), `"success":true`) {
+	if r, err := h.nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+offline.StreamName, nil, 10*time.Second); err != nil || !strings.Contains(string(r.Data), `"success":true`) {
 		t.Fatalf("stream leader stepdown from %q: %v %s", before, err, r.Data)
 	}
 	waitFor(t, 20*time.Second, "a new stream leader", func() bool { l := leader(); return l != "" && l != before })
-	col.waitCount(t, 2, 15*time.Second)
-	if got := col.snapshot()[1]; got.Seq != seq || string(got.Data) != "m2" || cl.Connects() != 1 {
-		t.Fatalf("got seq %d %q after %d connects, want seq %d \"m2\" on the first connection", got.Seq, got.Data, cl.Connects(), seq)
+	if m := h.gotTheHole(t, 15*time.Second); !counted(m, "herald_gateway_stream_leader_resyncs_total") {
+		t.Fatalf("the gateway counted no resync after the leader change:\n%s", m)
 	}
-	resp, err := http.Get("http://" + c.gwMetrics[0] + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+}
+
+// Live copies lost between the stream's leader and a gateway while the
+// leader stays (a route that broke and healed) leave the same hole. The
+// stream's pulse, stored by the leader every second and lost on the same
+// way, shows it: the gateway reads the store within about a second, with
+// no leader change, no reconnect and no later message.
+func TestLostPulsesFillLostLiveCopies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a cluster of processes")
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(b), "herald_gateway_stream_leader_resyncs_total") || strings.Contains(string(b), "herald_gateway_stream_leader_resyncs_total 0\n") {
-		t.Fatalf("the gateway counted no resync after the leader change:\n%s", b)
+	h := makeHole(t, true)
+	m := h.gotTheHole(t, 5*offline.PulseInterval)
+	if !counted(m, "herald_gateway_stream_pulse_resyncs_total") || counted(m, "herald_gateway_stream_leader_resyncs_total") {
+		t.Fatalf("want a pulse re-sync and no leader re-sync:\n%s", m)
 	}
 }

@@ -57,8 +57,12 @@ type Gateway struct {
 	ln   net.Listener
 	wsln net.Listener // nil without WebSocket
 	ep   *netpoll.Epoll
-	// leaderSub receives the stream's leader advisories (addNATSHandlers).
+	// leaderSub receives the stream's leader advisories, pulseSub its
+	// pulses (addNATSHandlers); pulseSeq is the last pulse seen (0: none
+	// since the last re-sync of every channel).
 	leaderSub *nats.Subscription
+	pulseSub  *nats.Subscription
+	pulseSeq  atomic.Uint64
 	work      chan *conn
 	catchup   chan *sub
 	shared    chan *sub // catch-ups for the shared scanner (storms)
@@ -195,7 +199,7 @@ func (gw *Gateway) Start() (err error) {
 	if err = gw.addNATSHandlers(); err != nil {
 		return err
 	}
-	undo = append(undo, func() { _ = gw.leaderSub.Unsubscribe() })
+	undo = append(undo, func() { _ = gw.leaderSub.Unsubscribe(); _ = gw.pulseSub.Unsubscribe() })
 	recalls, err := gw.store.WatchRecalls(gw.ctx)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
@@ -245,22 +249,26 @@ func (gw *Gateway) spawn(fn func()) {
 
 // addNATSHandlers makes the gateway re-sync every channel when NATS tells it
 // messages may have been missed: after a reconnect, when one of its
-// subscriptions overflowed (slow consumer), and when the stream elected a
-// new leader.
+// subscriptions overflowed (slow consumer), when the stream elected a new
+// leader, and when a pulse of the stream did not follow the last one.
 //
 // Live copies are core NATS messages that only the stream's leader sends
 // (nats-server republishes only as leader). When a leader dies, the copies
 // still in its buffers are lost with it while the messages themselves are
-// stored on the other replicas. Gap detection (Nats-Last-Sequence) finds
-// such a hole only when the next message on the channel comes; a channel's
-// last message would wait for it, or for the device to reconnect. The new
-// leader's advisory makes every channel check the store instead.
+// stored on the other replicas; when a route between the leader's node and
+// the gateway's breaks, the copies on it are lost too. Gap detection
+// (Nats-Last-Sequence) finds such a hole only when the next message on the
+// channel comes; a channel's last message would wait for it, or for the
+// device to reconnect. The new leader's advisory, or a pulse that shows
+// pulses were lost on the same path (offline/pulse.go), makes every channel
+// check the store instead.
 func (gw *Gateway) addNATSHandlers() error {
 	prevReconnect := gw.nc.Opts.ReconnectedCB
 	gw.nc.SetReconnectHandler(func(nc *nats.Conn) {
 		if prevReconnect != nil {
 			prevReconnect(nc)
 		}
+		gw.pulseSeq.Store(0) // the pulses missed meanwhile need no second re-sync
 		gw.resyncAll("nats reconnected")
 	})
 	prevErr := gw.nc.Opts.AsyncErrorCB
@@ -278,13 +286,36 @@ func (gw *Gateway) addNATSHandlers() error {
 	})
 	sub, err := gw.nc.Subscribe(offline.LeaderElectedSubject, func(*nats.Msg) {
 		gw.m.leaderResyncs.Inc()
+		gw.pulseSeq.Store(0)
 		gw.resyncAll("stream leader elected")
 	})
 	if err != nil {
 		return fmt.Errorf("gateway: cannot subscribe to the stream's leader advisories: %w", err)
 	}
-	gw.leaderSub = sub
+	pulses, err := gw.nc.Subscribe(offline.PulseLiveSubject, gw.onPulse)
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("gateway: cannot subscribe to the stream's pulse: %w", err)
+	}
+	gw.leaderSub, gw.pulseSub = sub, pulses
 	return nil
+}
+
+// onPulse re-syncs every channel when a pulse of the stream does not follow
+// the last one seen: pulses were lost between the stream's leader and this
+// gateway, and channels' live copies on the same path with them.
+func (gw *Gateway) onPulse(m *nats.Msg) {
+	p, err := offline.ParsePulse(m)
+	if err != nil {
+		gw.log.Warn("dropping a pulse without sequence headers", "err", err)
+		return
+	}
+	gw.m.pulses.Inc()
+	prev := gw.pulseSeq.Swap(p.Seq)
+	if prev != 0 && p.Seq != prev && p.Last != prev {
+		gw.m.pulseResyncs.Inc()
+		gw.resyncAll("pulses of the stream were lost on their way")
+	}
 }
 
 // watchRecalls sends REVOKE for every recall made while the gateway runs.
@@ -378,6 +409,7 @@ func (gw *Gateway) Stop() {
 	gw.flushCursors(ctx)
 	cancel()
 	_ = gw.leaderSub.Unsubscribe()
+	_ = gw.pulseSub.Unsubscribe()
 	for _, ch := range gw.chans.snapshot() {
 		ch.unsubscribe()
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"herald/config"
 	"herald/nats/natstest"
@@ -253,6 +254,76 @@ func TestLeaderAdvisoryFillsAHoleWithoutANextMessage(t *testing.T) {
 	}
 	if n := h.gw.m.leaderResyncs.Get(); n != 1 {
 		t.Fatalf("leader re-syncs counted: %d, want 1", n)
+	}
+}
+
+// Live copies lost on the way from the stream's leader (a route that broke
+// and healed) with no later message on the channel: the next pulse of the
+// stream shows that pulses were lost on the same way, and the gateway reads
+// the store. Pulses that follow each other re-sync nothing.
+func TestLostPulsesFillAHoleWithoutANextMessage(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.store.EnsurePulse(ctx); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(h.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, offline.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched, err := st.GetLastMsgForSubject(ctx, offline.PulseScheduleSubject)
+	if err != nil {
+		t.Fatalf("the pulse's schedule: %v", err)
+	}
+	if err := h.store.EnsurePulse(ctx); err != nil {
+		t.Fatalf("EnsurePulse when the schedule is there: %v", err)
+	}
+	if again, err := st.GetLastMsgForSubject(ctx, offline.PulseScheduleSubject); err != nil || again.Sequence != sched.Sequence {
+		t.Fatalf("a second EnsurePulse replaced the schedule: seq %d, was %d (%v)", again.Sequence, sched.Sequence, err)
+	}
+	d := h.connect("alice", 0)
+	if s1, p := h.publish("alice", "one"), d.push(); p.Seq != s1 {
+		t.Fatalf("first: %+v, want seq %d", p, s1)
+	}
+	waitFor(t, 10*time.Second, "three pulses", func() bool { return h.gw.m.pulses.Get() >= 3 })
+	if n := h.gw.m.pulseResyncs.Get(); n != 0 {
+		t.Fatalf("pulses that follow each other re-synced %d times", n)
+	}
+
+	// The stream republishes nothing for a while: every copy on the way,
+	// the channel's and the pulses', is lost.
+	cfg := st.CachedInfo().Config
+	bare := cfg
+	bare.RePublish = nil
+	if _, err := js.UpdateStream(ctx, bare); err != nil {
+		t.Fatalf("taking RePublish off: %v", err)
+	}
+	s2 := h.publish("alice", "two")
+	waitFor(t, 10*time.Second, "a pulse stored after the message", func() bool {
+		m, err := st.GetLastMsgForSubject(ctx, offline.PulseSubject)
+		return err == nil && m.Sequence > s2
+	})
+	d.nc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := d.r.Peek(1); err == nil {
+		t.Fatal("the device got something while nothing was republished: the test made no hole")
+	}
+	d.nc.SetReadDeadline(time.Time{})
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatalf("putting RePublish back: %v", err)
+	}
+	if p := d.push(); p.Seq != s2 || string(p.Payload) != "two" {
+		t.Fatalf("after the next pulse: %+v, want seq %d", p, s2)
+	}
+	if n := h.gw.m.pulseResyncs.Get(); n < 1 {
+		t.Fatal("the device got the message, but no pulse re-synced the channels")
+	}
+	if n := h.gw.m.leaderResyncs.Get(); n != 0 {
+		t.Fatalf("leader re-syncs: %d, want 0 (no leader changed)", n)
 	}
 }
 

@@ -22,6 +22,8 @@ type gwMetrics struct {
 	slowConsumers  *metrics.Counter
 	natsSlow       *metrics.Counter
 	leaderResyncs  *metrics.Counter
+	pulses         *metrics.Counter
+	pulseResyncs   *metrics.Counter
 	catchupMsgs    *metrics.Counter
 	catchupRuns    *metrics.Counter
 	handbacks      *metrics.Counter // shared scan → one by one
@@ -68,6 +70,8 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		slowConsumers:  s.NewCounter(`herald_gateway_slow_consumers_total`),
 		natsSlow:       s.NewCounter(`herald_gateway_nats_slow_consumer_total`),
 		leaderResyncs:  s.NewCounter(`herald_gateway_stream_leader_resyncs_total`),
+		pulses:         s.NewCounter(`herald_gateway_stream_pulses_total`),
+		pulseResyncs:   s.NewCounter(`herald_gateway_stream_pulse_resyncs_total`),
 		catchupMsgs:    s.NewCounter(`herald_gateway_catchup_messages_total`),
 		catchupRuns:    s.NewCounter(`herald_gateway_catchup_runs_total`),
 		handbacks:      s.NewCounter(`herald_gateway_catchup_handbacks_total`),
