@@ -1,12 +1,15 @@
 package offline
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"herald/config"
+	"herald/nats/natstest"
 	"herald/wire"
 )
 
@@ -84,6 +87,43 @@ func TestParsePulse(t *testing.T) {
 	for _, bad := range [][2]string{{"", "1"}, {"0", "0"}, {"x", "1"}, {"5", ""}, {"5", "-1"}} {
 		if _, err := ParsePulse(msg(bad[0], bad[1])); err == nil {
 			t.Fatalf("ParsePulse accepted seq %q last %q", bad[0], bad[1])
+		}
+	}
+}
+
+// On a cluster, Open makes a replicated stream and its pulse, and a store
+// that attaches to them (a gateway's) also confirms with the stream's
+// leader the reads that end a backlog: a replica that is behind may answer
+// "nothing there" (attach once forgot, and a gateway whose NATS node had
+// just come back from a route break ended a catch-up before the message
+// stored meanwhile).
+func TestAttachOnAClusterReadsLikeOpen(t *testing.T) {
+	url := natstest.StartCluster(t)
+	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := Open(c, natstest.Connect(t, url), config.Default().Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.replicated {
+		t.Fatal("Open on a 3-node cluster made an unreplicated store")
+	}
+	if _, err := s.stream.GetLastMsgForSubject(c, PulseScheduleSubject); err != nil {
+		t.Fatalf("Open on a cluster made no pulse: %v", err)
+	}
+	a, err := Attach(c, natstest.Connect(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	staleReplica(t, a)
+	res, err := s.PublishAll(c, []Publish{{App: "demo", Channel: "u.alice", Data: []byte("one")}, {App: "demo", Channel: "u.alice", Data: []byte("two")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, last := StoredSubject("demo", "u.alice"), res[1].Seq
+	for i := 0; i < 40; i++ {
+		if seq, err := a.LastSeq(c, subj); err != nil || seq != last {
+			t.Fatalf("the attached store's LastSeq = %d, %v; want %d", seq, err, last)
 		}
 	}
 }

@@ -226,7 +226,9 @@ func attach(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{js: js, stream: stream, up: up}
+	// Replicated as the stream is: a gateway's catch-ups must not take a
+	// lagging replica's "nothing there" for the end (leader.go).
+	s := &Store{js: js, stream: stream, up: up, replicated: stream.CachedInfo().Config.Replicas > 1}
 	for _, b := range s.buckets(config.Store{}) {
 		if *b.kv, err = js.KeyValue(ctx, b.cfg.Bucket); err != nil {
 			return nil, err
