@@ -31,6 +31,7 @@ type chaosCluster struct {
 	t          *testing.T
 	bin, dir   string
 	natsClient [3]string
+	natsRoute  [3]string
 	natsHTTP   [3]string
 	nats       [3]*process
 	gwAddr     [2]string
@@ -42,7 +43,7 @@ type chaosCluster struct {
 
 func startChaosCluster(t *testing.T) *chaosCluster {
 	c := &chaosCluster{t: t, bin: buildHerald(t), dir: t.TempDir()}
-	var routes [3]string
+	routes := &c.natsRoute
 	for i := 0; i < 3; i++ {
 		c.natsClient[i], routes[i], c.natsHTTP[i] = freeAddr(t), freeAddr(t), freeAddr(t)
 	}
