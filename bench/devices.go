@@ -108,6 +108,8 @@ type poolConfig struct {
 	Topics   []string
 	OnMsg    func(d *device, m client.Message)
 	AckDelay time.Duration // client.Config.AckDelay
+	// Redirect, if set, picks the address device idx dials instead of addr.
+	Redirect func(idx int, addr string) string
 }
 
 func startPool(cfg poolConfig) *pool {
@@ -162,6 +164,9 @@ func startPool(cfg poolConfig) *pool {
 				if d.gate.isClosed() {
 					return nil, errGateClosed
 				}
+				if cfg.Redirect != nil {
+					addr = cfg.Redirect(d.idx, addr)
+				}
 				nc, err := dialer.DialContext(ctx, network, addr)
 				if err == nil {
 					d.mu.Lock()
@@ -183,6 +188,16 @@ func startPool(cfg poolConfig) *pool {
 		}()
 	}
 	return p
+}
+
+// remote is the gateway address the device's last connection went to.
+func (d *device) remote() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conn == nil {
+		return ""
+	}
+	return d.conn.RemoteAddr().String()
 }
 
 // connected counts devices with at least n connections so far.

@@ -5,6 +5,8 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -15,10 +17,11 @@ import (
 )
 
 // StormConfig configures the storm scenario: Devices devices connect, all
-// their connections are cut at once and kept down while Missed messages per
-// device are published; then they may reconnect, and the scenario measures
-// how long until every device has reconnected and received everything it
-// missed, checking that nothing was lost or shown twice.
+// their connections are cut at once (or, with KillPID, one gateway is
+// killed and its devices lose theirs) and kept down while Missed messages
+// per device are published; then they may reconnect, and the scenario
+// measures how long until every device has reconnected and received
+// everything it missed, checking that nothing was lost or shown twice.
 type StormConfig struct {
 	API, Key, App, Secret string
 	Gateways              []string
@@ -34,11 +37,20 @@ type StormConfig struct {
 	Users                 string
 	Progress              io.Writer
 	AckDelay              time.Duration // the devices' client.Config.AckDelay
+	// KillPID, if set, is a gateway process the caller started, serving
+	// devices on KillAddr (one of Gateways): instead of cutting every
+	// connection the storm kills it (SIGKILL), and its devices reconnect
+	// to the other gateways, as they would behind a load balancer that
+	// took the dead one out. Devices on the others stay connected.
+	KillPID  int
+	KillAddr string
 }
 
 // StormResult is the storm report.
 type StormResult struct {
 	Devices          int     `json:"devices"`
+	KilledGateway    string  `json:"killed_gateway,omitempty"`            // KillAddr, when a gateway was killed
+	Victims          int     `json:"devices_on_killed_gateway,omitempty"` // devices that lost their connection with it
 	MissedPerDevice  int     `json:"missed_per_device"`
 	Published        int64   `json:"published"`
 	DuringPerDevice  int     `json:"during_per_device,omitempty"`
@@ -57,8 +69,9 @@ type StormResult struct {
 	// still answered /healthz then. A stuck server and one that is gone
 	// read the same in the counts above.
 	ServerAfter string `json:"server_after_timeout,omitempty"`
-	// Per device, the time from being let back to having received all it
-	// missed (when every device caught up; 20 ms resolution).
+	// Per device that lost its connection, the time from being let back
+	// to having received all it missed (when every device caught up; 20
+	// ms resolution).
 	CaughtUpP50 float64 `json:"caught_up_p50_seconds,omitempty"`
 	CaughtUpP90 float64 `json:"caught_up_p90_seconds,omitempty"`
 	CaughtUpP99 float64 `json:"caught_up_p99_seconds,omitempty"`
@@ -161,6 +174,20 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	if cfg.During < 0 || cfg.DuringEvery < 0 {
 		return nil, fmt.Errorf("bench: --during and --during-every must be >= 0")
 	}
+	var others []string // with KillPID: where the killed gateway's devices go
+	if cfg.KillPID != 0 || cfg.KillAddr != "" {
+		for _, g := range cfg.Gateways {
+			if g != cfg.KillAddr {
+				others = append(others, g)
+			}
+		}
+		if cfg.KillPID <= 0 || len(others) == len(cfg.Gateways) || len(others) == 0 {
+			return nil, fmt.Errorf("bench: --kill-pid needs --kill-addr, one of at least two --gateways (the killed gateway's device address)")
+		}
+		if err := isHerald(cfg.KillPID); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Minute
 	}
@@ -175,13 +202,19 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 		return nil, err
 	}
 	// Per device: what it must receive after the cut.
-	var since atomic.Bool
+	var since, killed atomic.Bool
 	afterCut := make([]atomic.Int64, cfg.Devices)
 	p := startPool(poolConfig{Devices: cfg.Devices, Gateways: cfg.Gateways, Sources: cfg.Sources, App: cfg.App, Secret: cfg.Secret, Users: cfg.Users + "-", AckDelay: cfg.AckDelay,
 		OnMsg: func(d *device, _ client.Message) {
 			if since.Load() {
 				afterCut[d.idx].Add(1)
 			}
+		},
+		Redirect: func(idx int, addr string) string {
+			if killed.Load() && addr == cfg.KillAddr {
+				return others[idx%len(others)]
+			}
+			return addr
 		}})
 	defer p.stop()
 	progress := func(what string) func(int) {
@@ -199,10 +232,35 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	}
 	time.Sleep(500 * time.Millisecond) // let the first catch-ups finish
 
-	// Cut everyone, publish while they are away.
+	// Cut everyone (or kill a gateway), publish while they are away.
 	res := &StormResult{Devices: cfg.Devices, MissedPerDevice: cfg.Missed, DuringPerDevice: cfg.During, DuringEvery: cfg.DuringEvery.Seconds()}
 	since.Store(true)
-	p.cutAll()
+	// victims lost their connection; atCut is their connection count then.
+	victims, atCut := make([]bool, cfg.Devices), make([]int64, cfg.Devices)
+	for i, d := range p.devices {
+		atCut[i] = d.c.Connects()
+		victims[i] = cfg.KillPID == 0 || d.remote() == cfg.KillAddr
+		if victims[i] {
+			res.Victims++
+		}
+	}
+	if cfg.KillPID == 0 {
+		p.cutAll()
+	} else {
+		res.KilledGateway = cfg.KillAddr
+		p.devices[0].gate.set(true)
+		killed.Store(true)
+		if res.Victims == 0 {
+			return nil, fmt.Errorf("bench: no device is connected to --kill-addr %s (give it as the devices dial it, host:port)", cfg.KillAddr)
+		}
+		proc, err := os.FindProcess(cfg.KillPID)
+		if err == nil {
+			err = proc.Kill()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bench: kill gateway pid %d: %w", cfg.KillPID, err)
+		}
+	}
 	pubStart := time.Now()
 	away := publishRounds(pub, p, cfg, cfg.Missed, 0)
 	res.Published, res.Errors, res.FirstError = away.published, away.errs, away.firstErr
@@ -235,7 +293,12 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 			break // some of what the devices wait for was never stored
 		}
 		el := time.Since(start).Seconds()
-		reconnected, caught, received := p.connected(2), 0, int64(0)
+		reconnected, caught, received := 0, 0, int64(0)
+		for i, d := range p.devices {
+			if !victims[i] || d.c.Connects() > atCut[i] {
+				reconnected++
+			}
+		}
 		for i := range afterCut {
 			n := afterCut[i].Load()
 			received += n
@@ -258,7 +321,13 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 		}
 		if caught == cfg.Devices {
 			res.CaughtUpSeconds = el
-			res.CaughtUpP50, res.CaughtUpP90, res.CaughtUpP99 = quantile(caughtAt, 0.50), quantile(caughtAt, 0.90), quantile(caughtAt, 0.99)
+			var away []float64 // the devices that lost their connection
+			for i, v := range victims {
+				if v {
+					away = append(away, caughtAt[i])
+				}
+			}
+			res.CaughtUpP50, res.CaughtUpP90, res.CaughtUpP99 = quantile(away, 0.50), quantile(away, 0.90), quantile(away, 0.99)
 			break
 		}
 		if time.Now().After(deadline) {
@@ -299,8 +368,13 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 
 // Table prints the storm report.
 func (r *StormResult) Table(w io.Writer) {
-	fmt.Fprintf(w, "devices: %d, all cut at once; %d messages each published while away (%d stored in %.1fs, %d publish retries)\n",
-		r.Devices, r.MissedPerDevice, r.Published, r.PublishSeconds, r.Errors)
+	if r.KilledGateway != "" {
+		fmt.Fprintf(w, "devices: %d, %d of them on gateway %s, killed; %d messages each published while they were away (%d stored in %.1fs, %d publish retries)\n",
+			r.Devices, r.Victims, r.KilledGateway, r.MissedPerDevice, r.Published, r.PublishSeconds, r.Errors)
+	} else {
+		fmt.Fprintf(w, "devices: %d, all cut at once; %d messages each published while away (%d stored in %.1fs, %d publish retries)\n",
+			r.Devices, r.MissedPerDevice, r.Published, r.PublishSeconds, r.Errors)
+	}
 	if r.DuringPerDevice > 0 {
 		fmt.Fprintf(w, "and %d each while they came back, a round every %v (%d stored)\n", r.DuringPerDevice, time.Duration(r.DuringEvery*float64(time.Second)), r.DuringPublished)
 	}
@@ -310,7 +384,11 @@ func (r *StormResult) Table(w io.Writer) {
 		fmt.Fprintf(w, "NOT all caught up before the timeout (reconnected: %.2fs); the API then: %s\n", r.ReconnectSeconds, r.ServerAfter)
 	}
 	if r.CaughtUpSeconds > 0 {
-		fmt.Fprintf(w, "per device, caught up after: p50 %.2fs, p90 %.2fs, p99 %.2fs\n", r.CaughtUpP50, r.CaughtUpP90, r.CaughtUpP99)
+		who := "per device"
+		if r.KilledGateway != "" {
+			who = "per device of the killed gateway"
+		}
+		fmt.Fprintf(w, "%s, caught up after: p50 %.2fs, p90 %.2fs, p99 %.2fs\n", who, r.CaughtUpP50, r.CaughtUpP90, r.CaughtUpP99)
 	}
 	fmt.Fprintf(w, "received %d; lost %d; shown twice or out of order %d\n", r.Received, r.Lost, r.Duplicates)
 	printEarlier(w, r.Earlier)
@@ -371,4 +449,16 @@ func healthOf(api string) string {
 		return "answering /healthz with " + resp.Status
 	}
 	return "answering /healthz"
+}
+
+// isHerald refuses to kill a process that is not herald (a mistyped pid).
+func isHerald(pid int) error {
+	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return fmt.Errorf("bench: --kill-pid %d: %w", pid, err)
+	}
+	if args := strings.Split(string(cmd), "\x00"); len(args) < 2 || !strings.Contains(filepath.Base(args[0]), "herald") || args[1] != "gateway" && args[1] != "serve" {
+		return fmt.Errorf("bench: --kill-pid %d is not a herald gateway or serve process (%q)", pid, strings.ReplaceAll(string(cmd), "\x00", " "))
+	}
+	return nil
 }

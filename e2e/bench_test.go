@@ -258,3 +258,50 @@ func TestBenchUsage(t *testing.T) {
 		t.Fatalf("bench nonsense: %v\n%s", err, p.out.String())
 	}
 }
+
+// herald bench storm --kill-pid: a gateway process dies with half the
+// devices; they reconnect to the other gateway and catch up on what was
+// published meanwhile, nothing lost or shown twice; the devices on the
+// surviving gateway never disconnect. A pid that is not a herald gateway
+// is refused, and nothing is killed.
+func TestBenchStormKillsAGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes")
+	}
+	h := startServe(t)
+	gwAddr, gwMetrics := freeAddr(t), freeAddr(t)
+	gw := start(t, h.dir, fmt.Sprintf("%s gateway --nats nats://%s --tcp %s --ws '' --metrics %s", h.bin, h.natsAddr, gwAddr, gwMetrics))
+	waitFor(t, 20*time.Second, "the second gateway", func() bool { return strings.Contains(gw.out.String(), "herald is running") })
+
+	bad := start(t, h.dir, fmt.Sprintf("%s bench storm --devices 4 --missed 1 --api http://%s --gateways %s,%s --sources 127.0.0.2 --kill-pid %d --kill-addr %s --timeout 20s",
+		h.bin, h.api, h.dev, gwAddr, os.Getpid(), gwAddr))
+	if err := bad.wait(t, 30*time.Second); err == nil || !strings.Contains(bad.out.String(), "is not a herald gateway or serve process") {
+		t.Fatalf("a test process's pid taken for a gateway: %v\n%s", err, bad.out.String())
+	}
+
+	sjson := filepath.Join(h.dir, "kill.json")
+	s := start(t, h.dir, fmt.Sprintf("%s bench storm --devices 80 --missed 5 --per-request 20 --api http://%s --gateways %s,%s --sources 127.0.0.2-127.0.0.3 --kill-pid %d --kill-addr %s --timeout 30s --json %s",
+		h.bin, h.api, h.dev, gwAddr, gw.cmd.Process.Pid, gwAddr, sjson))
+	if err := s.wait(t, 90*time.Second); err != nil {
+		t.Fatalf("storm: %v\n%s", err, s.out.String())
+	}
+	if err := gw.wait(t, 5*time.Second); err == nil {
+		t.Fatal("the killed gateway exited cleanly")
+	}
+	out := s.out.String()
+	if !strings.Contains(out, "devices: 80, 40 of them on gateway "+gwAddr+", killed") || !strings.Contains(out, "all caught up after") ||
+		!strings.Contains(out, "received 400; lost 0; shown twice or out of order 0") {
+		t.Fatalf("storm output:\n%s", out)
+	}
+	b, err := os.ReadFile(sjson)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Killed  string `json:"killed_gateway"`
+		Victims int    `json:"devices_on_killed_gateway"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil || rep.Killed != gwAddr || rep.Victims != 40 {
+		t.Fatalf("report: %+v %v\n%s", rep, err, b)
+	}
+}

@@ -21,7 +21,7 @@ Scenarios:
   connect            open many idle authenticated devices; report connects/s and gateway memory
   unicast            devices on the gateways, publishers POSTing to random users; throughput and latency
   broadcast          devices all receiving the app's broadcasts (or one topic); deliveries/s and fan-out latency
-  storm              devices all cut at once, messages published while away; time to catch up, loss check
+  storm              devices all cut at once (or a gateway killed), messages published while away; time to catch up, loss check
   interest           what each NATS node of a cluster pays per online user's subscription (make cluster)
   baseline-gateway   a goroutine-per-connection gateway, to measure against (same bench)
 
@@ -283,6 +283,8 @@ func benchStorm(args []string, stdout, stderr io.Writer) error {
 	perRequest := fs.Int("per-request", 100, "users per publish request")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up waiting for recovery after this long")
 	plot := fs.String("plot", "", "write an SVG chart of the recovery (devices reconnected and caught up, messages/s) to this file")
+	killPID := fs.Int("kill-pid", 0, "instead of cutting every connection, kill this gateway process (one you started; SIGKILL): its devices reconnect to the other --gateways")
+	killAddr := fs.String("kill-addr", "", "with --kill-pid: that gateway's device address, as given in --gateways")
 	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
@@ -293,7 +295,7 @@ func benchStorm(args []string, stdout, stderr io.Writer) error {
 	defer stopProfile()
 	res, err := bench.RunStorm(bench.StormConfig{API: *lf.api, Key: *lf.key, App: *lf.app, Secret: *lf.secret, Gateways: splitList(*lf.gateways),
 		Sources: src, Devices: *devices, Missed: *missed, During: *during, DuringEvery: *duringEvery, Payload: *payload, PerRequest: *perRequest, Publishers: *publishers, Timeout: *timeout,
-		Users: *lf.users, Progress: stderr, AckDelay: *lf.ackDelay})
+		Users: *lf.users, Progress: stderr, AckDelay: *lf.ackDelay, KillPID: *killPID, KillAddr: *killAddr})
 	if err != nil {
 		return err
 	}
