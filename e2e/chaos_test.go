@@ -42,21 +42,37 @@ type chaosCluster struct {
 }
 
 func startChaosCluster(t *testing.T) *chaosCluster {
-	c := &chaosCluster{t: t, bin: buildHerald(t), dir: t.TempDir()}
-	routes := &c.natsRoute
-	for i := 0; i < 3; i++ {
-		c.natsClient[i], routes[i], c.natsHTTP[i] = freeAddr(t), freeAddr(t), freeAddr(t)
-	}
-	for i := 0; i < 3; i++ {
-		conf := fmt.Sprintf("server_name: n%d\nlisten: %s\nhttp: %s\njetstream { store_dir: %q }\ncluster { name: chaos, listen: %s, routes: [nats-route://%s, nats-route://%s, nats-route://%s] }\n",
-			i+1, c.natsClient[i], c.natsHTTP[i], filepath.Join(c.dir, fmt.Sprintf("n%d", i+1)), routes[i], routes[0], routes[1], routes[2])
-		os.WriteFile(filepath.Join(c.dir, fmt.Sprintf("n%d.conf", i+1)), []byte(conf), 0o600)
-	}
-	for i := 0; i < 3; i++ {
-		c.startNATS(i)
-	}
-	for i := 0; i < 3; i++ {
-		c.waitNATS(i)
+	c := &chaosCluster{t: t, bin: buildHerald(t)}
+	// A port freeAddr found free can be taken before the node binds it
+	// (another package's tests make connections meanwhile, from the same
+	// range of ports): a node that exits at start is tried again, all
+	// three on fresh ports.
+	for attempt := 1; ; attempt++ {
+		c.dir = t.TempDir()
+		routes := &c.natsRoute
+		for i := 0; i < 3; i++ {
+			c.natsClient[i], routes[i], c.natsHTTP[i] = freeAddr(t), freeAddr(t), freeAddr(t)
+		}
+		for i := 0; i < 3; i++ {
+			conf := fmt.Sprintf("server_name: n%d\nlisten: %s\nhttp: %s\njetstream { store_dir: %q }\ncluster { name: chaos, listen: %s, routes: [nats-route://%s, nats-route://%s, nats-route://%s] }\n",
+				i+1, c.natsClient[i], c.natsHTTP[i], filepath.Join(c.dir, fmt.Sprintf("n%d", i+1)), routes[i], routes[0], routes[1], routes[2])
+			os.WriteFile(filepath.Join(c.dir, fmt.Sprintf("n%d.conf", i+1)), []byte(conf), 0o600)
+		}
+		for i := 0; i < 3; i++ {
+			c.startNATS(i)
+		}
+		exited := c.natsUp(30 * time.Second)
+		if exited < 0 {
+			break
+		}
+		out := c.nats[exited].out.String()
+		if attempt == 3 {
+			t.Fatalf("NATS node %d exited at start, three times; its output:\n%s", exited+1, out)
+		}
+		t.Logf("NATS node %d exited at start (%s); again on other ports", exited+1, strings.TrimSpace(out))
+		for _, p := range c.nats {
+			kill9(t, p)
+		}
 	}
 	urls := "nats://" + strings.Join(c.natsClient[:], ",nats://")
 	c.api = freeAddr(t)
@@ -75,6 +91,34 @@ func startChaosCluster(t *testing.T) *chaosCluster {
 
 func (c *chaosCluster) startNATS(i int) {
 	c.nats[i] = start(c.t, c.dir, fmt.Sprintf("%s nats --config n%d.conf --log-level warn", c.bin, i+1))
+}
+
+// natsUp waits until the three nodes answer /healthz with 200 and returns
+// -1, or returns the index of a node whose process exited meanwhile.
+func (c *chaosCluster) natsUp(timeout time.Duration) int {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
+		up := 0
+		for i, p := range c.nats {
+			select {
+			case err := <-p.done:
+				p.done <- err
+				return i
+			default:
+			}
+			if resp, err := http.Get("http://" + c.natsHTTP[i] + "/healthz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					up++
+				}
+			}
+		}
+		if up == 3 {
+			return -1
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("the NATS nodes not healthy after %v; their output:\n1: %s\n2: %s\n3: %s", timeout, c.nats[0].out.String(), c.nats[1].out.String(), c.nats[2].out.String())
+		}
+	}
 }
 
 func (c *chaosCluster) waitNATS(i int) {
@@ -425,6 +469,12 @@ func makeHole(t *testing.T, withPulse bool) *hole {
 	}
 	push("m1")
 	h.col.waitCount(t, 1, 30*time.Second)
+	// A new channel gets a second look at the store a second after its
+	// subscription (gateway.settle), which would fill the hole by itself.
+	waitFor(t, 10*time.Second, "gateway 1's settle checks of the device's channels", func() bool {
+		return counted(gatewayMetrics(t, h.c.gwMetrics[0]), "herald_gateway_channel_settle_checks_total")
+	})
+	time.Sleep(300 * time.Millisecond) // the channels were made together: their checks come together
 
 	nc, err := nats.Connect("nats://"+strings.Join(h.c.natsClient[:], ",nats://"), nats.Timeout(5*time.Second))
 	if err != nil {

@@ -212,6 +212,9 @@ func (gw *Gateway) join(s *sub, app, name string) error {
 		// slow consumer and the channel re-syncs from the store.
 		_ = ch.nsub.SetPendingLimits(-1, -1)
 		sh.m[key] = ch
+		if gw.store.Replicated() {
+			time.AfterFunc(settleDelay, func() { gw.settle(ch) })
+		}
 	}
 	ch.mu.Lock()
 	// s.ch is read under the connection's lock (by leave, which another
@@ -231,6 +234,29 @@ func (gw *Gateway) join(s *sub, app, name string) error {
 		gw.leave(s)
 	}
 	return nil
+}
+
+// settleDelay is how long after subscribing a new channel the gateway
+// checks the store for it once more, when NATS is a cluster (settle).
+const settleDelay = time.Second
+
+// settle re-syncs a channel settleDelay after its subscription was made.
+// In a cluster the subscription reaches the stream's leader over a route
+// (the interest travels on the app account's route connection), while the
+// catch-up's reads of the store go as JetStream API requests (the system
+// account's connection): a read can be answered before the leader knows
+// the subscription, and a message stored between the two has its live
+// copy dropped, with nothing after it to show the gap. By settleDelay the
+// interest is there, so a second look at the store finds such a message.
+func (gw *Gateway) settle(ch *channel) {
+	if gw.ctx.Err() != nil {
+		return
+	}
+	if cur, ok := gw.chans.get(ch.key); !ok || cur != ch {
+		return // gone, or unsubscribed and made again (it settles itself)
+	}
+	gw.m.settles.Inc()
+	ch.resync()
 }
 
 // leave removes s from its channel and unsubscribes when it was the last.

@@ -28,6 +28,12 @@ type harness struct {
 func newHarness(t testing.TB, mod func(*config.Gateway)) *harness {
 	t.Helper()
 	_, url := natstest.Start(t)
+	return newHarnessOn(t, url, mod)
+}
+
+// newHarnessOn is newHarness on the NATS servers at url.
+func newHarnessOn(t testing.TB, url string, mod func(*config.Gateway)) *harness {
+	t.Helper()
 	nc := natstest.Connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -324,6 +330,49 @@ func TestLostPulsesFillAHoleWithoutANextMessage(t *testing.T) {
 	}
 	if n := h.gw.m.leaderResyncs.Get(); n != 0 {
 		t.Fatalf("leader re-syncs: %d, want 0 (no leader changed)", n)
+	}
+}
+
+// In a cluster, a new channel's subscription may reach the stream's leader
+// after the catch-up's read of the store, and a message stored between the
+// two has no live copy and nothing after it. The test makes that hole on
+// a 3-node cluster: the device connects, the gateway's subscription of its
+// channel is taken away while a message is stored, then given back. A
+// second look at the store settleDelay after the subscription delivers it.
+func TestNewChannelSettlesInACluster(t *testing.T) {
+	h := newHarnessOn(t, natstest.StartCluster(t), nil)
+	if !h.store.Replicated() {
+		t.Fatal("the harness's store is not replicated on a cluster")
+	}
+	d := h.connect("alice", 0)
+	joined := time.Now()
+	key := offline.ChannelKey("demo", offline.UserChannel("alice"))
+	waitFor(t, 5*time.Second, "alice's first catch-up to end", func() bool {
+		ch, ok := h.gw.chans.get(key)
+		if !ok {
+			return false
+		}
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		if len(ch.subs) == 0 {
+			return false
+		}
+		s := ch.subs[0]
+		s.c.mu.Lock()
+		defer s.c.mu.Unlock()
+		return !s.syncing
+	})
+	ch := h.dropLive("alice")
+	s1 := h.publish("alice", "one") // stored; its live copy is lost
+	h.restoreLive(ch, "alice")
+	if p := d.push(); p.Seq != s1 || string(p.Payload) != "one" {
+		t.Fatalf("got %+v, want seq %d", p, s1)
+	}
+	if took := time.Since(joined); took < settleDelay/2 {
+		t.Fatalf("the message came after %v, before the settle check: the test made no hole", took)
+	}
+	if n := h.gw.m.settles.Get(); n < 1 {
+		t.Fatalf("settle checks: %d", n)
 	}
 }
 

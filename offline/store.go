@@ -195,6 +195,10 @@ func (s *Store) buckets(cfg config.Store) []bucket {
 	}
 }
 
+// Replicated reports whether the stream has more than one replica (NATS
+// is a cluster).
+func (s *Store) Replicated() bool { return s.replicated }
+
 // Attach binds to a stream and buckets another role created, waiting for
 // them until ctx ends. Gateways attach: only the roles that own the
 // configuration (serve, dispatcher) create or update the stream.
