@@ -213,7 +213,7 @@ func (gw *Gateway) join(s *sub, app, name string) error {
 		_ = ch.nsub.SetPendingLimits(-1, -1)
 		sh.m[key] = ch
 		if gw.store.Replicated() {
-			time.AfterFunc(settleDelay, func() { gw.settle(ch) })
+			time.AfterFunc(settleDelay, func() { gw.settle(ch, 0) })
 		}
 	}
 	ch.mu.Lock()
@@ -240,6 +240,9 @@ func (gw *Gateway) join(s *sub, app, name string) error {
 // checks the store for it once more, when NATS is a cluster (settle).
 const settleDelay = time.Second
 
+// settleTries bounds how often settle waits for a catch-up in progress.
+const settleTries = 10
+
 // settle re-syncs a channel settleDelay after its subscription was made.
 // In a cluster the subscription reaches the stream's leader over a route
 // (the interest travels on the app account's route connection), while the
@@ -248,15 +251,37 @@ const settleDelay = time.Second
 // the subscription, and a message stored between the two has its live
 // copy dropped, with nothing after it to show the gap. By settleDelay the
 // interest is there, so a second look at the store finds such a message.
-func (gw *Gateway) settle(ch *channel) {
+// A catch-up still running may have read before the interest arrived (a
+// reply lost just after a reconnect makes it slow): settle waits for it to
+// end, settleDelay at a time, up to settleTries times.
+func (gw *Gateway) settle(ch *channel, tries int) {
 	if gw.ctx.Err() != nil {
 		return
 	}
 	if cur, ok := gw.chans.get(ch.key); !ok || cur != ch {
 		return // gone, or unsubscribed and made again (it settles itself)
 	}
+	if tries < settleTries && ch.syncing() {
+		time.AfterFunc(settleDelay, func() { gw.settle(ch, tries+1) })
+		return
+	}
 	gw.m.settles.Inc()
 	ch.resync()
+}
+
+// syncing reports whether a listener of the channel is catching up.
+func (ch *channel) syncing() bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for _, s := range ch.subs {
+		s.c.mu.Lock()
+		syncing := s.syncing && !s.c.closed
+		s.c.mu.Unlock()
+		if syncing {
+			return true
+		}
+	}
+	return false
 }
 
 // leave removes s from its channel and unsubscribes when it was the last.

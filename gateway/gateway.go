@@ -270,6 +270,16 @@ func (gw *Gateway) addNATSHandlers() error {
 		}
 		gw.pulseSeq.Store(0) // the pulses missed meanwhile need no second re-sync
 		gw.resyncAll("nats reconnected")
+		if gw.store.Replicated() {
+			// The subscriptions nats.go made again reach the stream's
+			// leader over routes, after some of these reads: look again
+			// once they are there (settle, channels.go).
+			time.AfterFunc(settleDelay, func() {
+				for _, ch := range gw.chans.snapshot() {
+					gw.settle(ch, 0)
+				}
+			})
+		}
 	})
 	prevErr := gw.nc.Opts.AsyncErrorCB
 	gw.nc.SetErrorHandler(func(nc *nats.Conn, s *nats.Subscription, err error) {

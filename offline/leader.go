@@ -3,6 +3,7 @@ package offline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -28,11 +29,22 @@ func (s *Store) leaderGet(ctx context.Context, stream, subject string, seq uint6
 		req = map[string]any{"seq": seq, "next_by_subj": subject}
 	}
 	body, _ := json.Marshal(req)
-	reply, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, body)
-	if err != nil {
-		return Message{}, false, fmt.Errorf("%w: leader get %s: %v", ErrUnavailable, subject, err)
+	// The leader's answer comes back over a route, which drops it while
+	// the leader's node does not know this connection's reply subscription
+	// yet (just after a reconnect, nats.go makes it again and the interest
+	// travels on). Asking again soon, with a longer wait each time, costs
+	// a second where waiting for ctx would cost its whole deadline.
+	for wait := time.Second; ; wait *= 2 {
+		actx, cancel := context.WithTimeout(ctx, wait)
+		reply, err := s.nc.RequestWithContext(actx, "$JS.API.STREAM.MSG.GET."+stream, body)
+		cancel()
+		if err == nil {
+			return parseLeaderGet(reply.Data)
+		}
+		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return Message{}, false, fmt.Errorf("%w: leader get %s: %v", ErrUnavailable, subject, err)
+		}
 	}
-	return parseLeaderGet(reply.Data)
 }
 
 // msgGetResponse is JetStream's STREAM.MSG.GET answer.

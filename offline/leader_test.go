@@ -1,10 +1,13 @@
 package offline
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -159,5 +162,49 @@ func FuzzParseLeaderGet(f *testing.F) {
 func TestLeaderElectedSubjectIsNATSServers(t *testing.T) {
 	if want := server.JSAdvisoryStreamLeaderElectedPre + "." + StreamName; LeaderElectedSubject != want {
 		t.Fatalf("LeaderElectedSubject = %q, nats-server sends %q", LeaderElectedSubject, want)
+	}
+}
+
+// A leader's answer lost on its way (its node did not know this
+// connection's reply subscription yet, just after a reconnect) costs a
+// second, not the caller's whole deadline: leaderGet asks again. The
+// responder here plays a leader whose first answer is lost.
+func TestLeaderGetAsksAgainWhenAnAnswerIsLost(t *testing.T) {
+	// A server without JetStream: only the responder below answers.
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	defer srv.Shutdown()
+	if !srv.ReadyForConnections(5 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	s := &Store{nc: nc}
+	var asked atomic.Int32
+	sub, err := nc.Subscribe("$JS.API.STREAM.MSG.GET.LOSSY", func(m *nats.Msg) {
+		if asked.Add(1) == 1 {
+			return // lost
+		}
+		m.Respond([]byte(`{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","message":{"subject":"s","seq":7,"data":"aGk=","time":"2026-11-28T10:00:00Z"}}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	m, found, err := s.leaderGet(c, "LOSSY", "s", 0)
+	if err != nil || !found || m.Seq != 7 || asked.Load() != 2 {
+		t.Fatalf("leaderGet = %+v %v %v after %d requests", m, found, err, asked.Load())
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("the second request came after %v", took)
 	}
 }
