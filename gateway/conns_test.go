@@ -99,6 +99,9 @@ func TestSlowConsumerClosedOthersUnharmed(t *testing.T) {
 			t.Fatal("fast device missed a message")
 		}
 	}
+	// The close is counted once the connection is failed, just after the
+	// slow consumer is.
+	waitFor(t, 5*time.Second, "the slow device's disconnect", func() bool { return h.gw.m.disconnects[wire.CodeSlowConsumer].Get() >= 1 })
 	if v := h.gw.m.disconnects[wire.CodeSlowConsumer].Get(); v != 1 {
 		t.Fatalf("slow_consumer disconnects = %d", v)
 	}
