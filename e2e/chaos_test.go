@@ -449,16 +449,7 @@ func makeHole(t *testing.T, withPulse bool) *hole {
 	h := &hole{c: startChaosCluster(t), col: newCollector()}
 	api := "http://" + h.c.api
 	h.cl = device(t, h.c.gwAddr[0], "alice", "d", h.col, nil)
-	push := func(data string) uint64 {
-		t.Helper()
-		status, out := call(t, api, config.DemoKey, "POST", "/v1/apps/demo/push", map[string]any{"users": []string{"alice"}, "data": data})
-		msgs, _ := out["messages"].([]any)
-		if status != 200 || len(msgs) != 1 {
-			t.Fatalf("push: %d %v", status, out)
-		}
-		return uint64(msgs[0].(map[string]any)["seq"].(float64))
-	}
-	push("m1")
+	push(t, api, "alice", "m1")
 	h.col.waitCount(t, 1, 30*time.Second)
 	// A new channel gets a second look at the store a second after its
 	// subscription (gateway.settle), which would fill the hole by itself.
@@ -499,7 +490,7 @@ func makeHole(t *testing.T, withPulse bool) *hole {
 	if _, err := js.UpdateStream(jctx, bare); err != nil {
 		t.Fatalf("taking RePublish off: %v", err)
 	}
-	h.seq = push("m2")
+	h.seq = push(t, api, "alice", "m2")
 	if withPulse {
 		waitFor(t, 10*time.Second, "a pulse stored after the message", func() bool {
 			m, err := h.st.GetLastMsgForSubject(jctx, offline.PulseSubject)

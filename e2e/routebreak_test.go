@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"herald/config"
 	"herald/offline"
 )
 
@@ -147,10 +146,7 @@ func TestRouteBreakLosesNoLiveCopy(t *testing.T) {
 	c := startChaosCluster(t)
 	col := newCollector()
 	cl := device(t, c.gwAddr[0], "alice", "d", col, nil)
-	status, out := call(t, "http://"+c.api, config.DemoKey, "POST", "/v1/apps/demo/push", map[string]any{"users": []string{"alice"}, "data": "m1"})
-	if status != 200 {
-		t.Fatalf("push: %d %v", status, out)
-	}
+	push(t, "http://"+c.api, "alice", "m1")
 	for end := time.Now().Add(30 * time.Second); col.count() < 1; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(end) {
 			// Once in ~50 runs the first message did not come (before any
@@ -193,13 +189,8 @@ func TestRouteBreakLosesNoLiveCopy(t *testing.T) {
 	l := leader()
 	// Gateway 1 follows the pulses again after any leader change.
 	pulses := func() int {
-		for _, line := range strings.Split(gatewayMetrics(t, c.gwMetrics[0]), "\n") {
-			if v, ok := strings.CutPrefix(line, "herald_gateway_stream_pulses_total "); ok {
-				n, _ := strconv.Atoi(v)
-				return n
-			}
-		}
-		return 0
+		n, _ := strconv.Atoi(metric("http://"+c.gwMetrics[0], "herald_gateway_stream_pulses_total"))
+		return n
 	}
 	n0 := pulses()
 	waitFor(t, 10*time.Second, "two pulses at gateway 1", func() bool { return pulses() >= n0+2 })
