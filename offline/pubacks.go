@@ -17,21 +17,20 @@ import (
 // Compared with jetstream.PublishMsgAsync it keeps one waiting entry per
 // batch instead of a future, a map entry and two channels per message.
 //
-// Batch ids are reused, most recently freed first, so the reply subjects in
-// use stay about as many as the messages in flight. nats-server caches
-// subject lookups (1,024 per account, 512 per connection, thinned at
-// random when full); a new subject per message evicted the channels' own
-// subjects. Reuse halved the lookups that walk the subject tree at 20,000
-// messages/s (a small gain: docs/benchmarks.md). Only an id whose batch got
-// a reply for every message goes back: one given up on (ctx ended) may
-// still get a late reply, which must never land in another batch.
+// A batch id is never used twice, so a reply can only reach the batch it
+// was meant for or no one. JetStream may answer a message more than once:
+// a stream leader elected after a failover answers the messages it applies
+// then, some of them already answered by the old leader. And a batch given
+// up on (its ctx ended) may still get a late reply. (Ids were once reused
+// to keep nats-server's subject caches warm, a gain within this machine's
+// noise; TestChaos then saw the API answer one user's push with another
+// user's seq after a NATS node was killed.)
 type ackMux struct {
 	nc      *nats.Conn
 	prefix  string // "_INBOX.<nuid>."
 	sub     *nats.Subscription
 	mu      sync.Mutex
-	next    uint64   // last new batch id
-	free    []uint64 // ids of batches that got every reply, to reuse
+	next    uint64 // last batch id
 	waiting map[uint64]*ackBatch
 }
 
@@ -74,25 +73,14 @@ func (s *Store) pubAcks() (*ackMux, error) {
 func (m *ackMux) open(n int) (b *ackBatch, reply func(i int) string, done func()) {
 	b = &ackBatch{msgs: make([]*nats.Msg, n), out: make([]Stored, n), got: make([]bool, n), retries: make([]uint8, n), left: n, done: make(chan struct{})}
 	m.mu.Lock()
-	var id uint64
-	if k := len(m.free); k > 0 {
-		id = m.free[k-1]
-		m.free = m.free[:k-1]
-	} else {
-		m.next++
-		id = m.next
-	}
+	m.next++
+	id := m.next
 	m.waiting[id] = b
 	m.mu.Unlock()
 	base := m.prefix + strconv.FormatUint(id, 36) + "_"
 	return b, func(i int) string { return base + strconv.FormatUint(uint64(i), 36) }, func() {
 		m.mu.Lock()
-		if m.waiting[id] == b { // once: a second call must not free an id lent since
-			delete(m.waiting, id)
-			if b.left == 0 {
-				m.free = append(m.free, id)
-			}
-		}
+		delete(m.waiting, id)
 		m.mu.Unlock()
 	}
 }
