@@ -247,12 +247,12 @@ func RunStorm(cfg StormConfig) (*StormResult, error) {
 	if cfg.KillPID == 0 {
 		p.cutAll()
 	} else {
-		res.KilledGateway = cfg.KillAddr
-		p.devices[0].gate.set(true)
-		killed.Store(true)
 		if res.Victims == 0 {
 			return nil, fmt.Errorf("bench: no device is connected to --kill-addr %s (give it as the devices dial it, host:port)", cfg.KillAddr)
 		}
+		res.KilledGateway = cfg.KillAddr
+		p.devices[0].gate.set(true)
+		killed.Store(true)
 		proc, err := os.FindProcess(cfg.KillPID)
 		if err == nil {
 			err = proc.Kill()

@@ -23,6 +23,7 @@ import (
 
 	"herald/client"
 	"herald/config"
+	"herald/nats/natstest"
 	"herald/offline"
 )
 
@@ -74,7 +75,7 @@ func startChaosCluster(t *testing.T) *chaosCluster {
 			kill9(t, p)
 		}
 	}
-	urls := "nats://" + strings.Join(c.natsClient[:], ",nats://")
+	urls := c.natsURL()
 	c.api = freeAddr(t)
 	os.WriteFile(filepath.Join(c.dir, "dispatcher.yaml"), []byte(fmt.Sprintf("nats: {url: %q}\napi: {listen: %q, admin_keys: [chaos-admin-key]}\napps:\n  - {name: demo, keys: [demo-key], secrets: [demo-secret]}\n", urls, c.api)), 0o600)
 	c.disp = start(t, c.dir, c.bin+" dispatcher --config dispatcher.yaml")
@@ -400,10 +401,35 @@ func difference(a, b []uint64) []uint64 {
 	return out
 }
 
+// natsURL is the client URL of the cluster's NATS nodes (0-based), all of
+// them when none is named.
+func (c *chaosCluster) natsURL(nodes ...int) string {
+	if len(nodes) == 0 {
+		nodes = []int{0, 1, 2}
+	}
+	urls := make([]string, len(nodes))
+	for i, n := range nodes {
+		urls[i] = "nats://" + c.natsClient[n]
+	}
+	return strings.Join(urls, ",")
+}
+
+// jetStream connects to the named NATS nodes (all without any) for the
+// rest of the test.
+func (c *chaosCluster) jetStream(nodes ...int) (*nats.Conn, jetstream.JetStream) {
+	c.t.Helper()
+	nc := natstest.Connect(c.t, c.natsURL(nodes...))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return nc, js
+}
+
 // storedAt describes the HERALD stream's message at seq: its subject and
 // idempotency id, read from the cluster with the leader's answer.
 func (c *chaosCluster) storedAt(seq uint64) string {
-	nc, err := nats.Connect("nats://"+strings.Join(c.natsClient[:], ",nats://"), nats.Timeout(5*time.Second))
+	nc, err := nats.Connect(c.natsURL(), nats.Timeout(5*time.Second))
 	if err != nil {
 		return err.Error()
 	}
@@ -458,18 +484,11 @@ func makeHole(t *testing.T, withPulse bool) *hole {
 	})
 	time.Sleep(300 * time.Millisecond) // the channels were made together: their checks come together
 
-	nc, err := nats.Connect("nats://"+strings.Join(h.c.natsClient[:], ",nats://"), nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	h.nc = nc
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var js jetstream.JetStream
+	h.nc, js = h.c.jetStream()
 	jctx, jcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer jcancel()
+	var err error
 	if h.st, err = js.Stream(jctx, offline.StreamName); err != nil {
 		t.Fatal(err)
 	}

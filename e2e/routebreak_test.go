@@ -14,9 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"herald/offline"
 )
 
@@ -157,15 +154,7 @@ func TestRouteBreakLosesNoLiveCopy(t *testing.T) {
 	}
 	g := c.nodeOf(c.gw[0])
 
-	nc, err := nats.Connect("nats://"+strings.Join(c.natsClient[:], ",nats://"), nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := c.jetStream()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, offline.StreamName)
@@ -195,15 +184,7 @@ func TestRouteBreakLosesNoLiveCopy(t *testing.T) {
 	n0 := pulses()
 	waitFor(t, 10*time.Second, "two pulses at gateway 1", func() bool { return pulses() >= n0+2 })
 
-	ncL, err := nats.Connect("nats://"+c.natsClient[l], nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ncL.Close()
-	jsL, err := jetstream.New(ncL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, jsL := c.jetStream(l)
 	before := pulses()
 	cut := c.cutRoutes(g)
 	if cut == 0 {

@@ -343,6 +343,24 @@ func TestLostPulsesFillAHoleWithoutANextMessage(t *testing.T) {
 	}
 }
 
+// settleFillsHole stores a message for alice whose live copy the gateway
+// never gets, settleDelay/2 or less after since (the test is skipped when
+// what, the work before it, took longer), and checks that d receives it
+// only from the settle check, settleDelay after since.
+func (h *harness) settleFillsHole(d *dev, since time.Time, what string) {
+	h.t.Helper()
+	if took := time.Since(since); took > settleDelay/2 {
+		h.t.Skipf("%s took %v: too late to make the hole before the settle", what, took)
+	}
+	s1 := h.publishUnseen("alice", "one")
+	if p := d.push(); p.Seq != s1 || string(p.Payload) != "one" {
+		h.t.Fatalf("got %+v, want seq %d", p, s1)
+	}
+	if took := time.Since(since); took < settleDelay/2 {
+		h.t.Fatalf("the message came %v after %s, before the settle check: the test made no hole", took, what)
+	}
+}
+
 // In a cluster, a new channel's subscription may reach the stream's leader
 // after the catch-up's read of the store, and a message stored between the
 // two has no live copy and nothing after it. The test makes that hole on
@@ -361,16 +379,7 @@ func TestNewChannelSettlesInACluster(t *testing.T) {
 		ch, ok := h.gw.chans.get(key)
 		return ok && !ch.syncing()
 	})
-	if took := time.Since(joined); took > settleDelay/2 {
-		t.Skipf("the first catch-up took %v: too late to make the hole before the settle", took)
-	}
-	s1 := h.publishUnseen("alice", "one")
-	if p := d.push(); p.Seq != s1 || string(p.Payload) != "one" {
-		t.Fatalf("got %+v, want seq %d", p, s1)
-	}
-	if took := time.Since(joined); took < settleDelay/2 {
-		t.Fatalf("the message came after %v, before the settle check: the test made no hole", took)
-	}
+	h.settleFillsHole(d, joined, "the first catch-up")
 	if n := h.gw.m.settles.Get(); n < 1 {
 		t.Fatalf("settle checks: %d", n)
 	}
@@ -393,16 +402,7 @@ func TestReconnectSettlesInACluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 15*time.Second, "the re-sync after the reconnect to end", func() bool { return h.gw.m.catchupResync.Get() >= runs+2 && live() })
-	if took := time.Since(reconnected); took > settleDelay/2 {
-		t.Skipf("the re-sync after the reconnect took %v (a reply lost and asked again): too late to make the hole before the settle", took)
-	}
-	s1 := h.publishUnseen("alice", "one")
-	if p := d.push(); p.Seq != s1 || string(p.Payload) != "one" {
-		t.Fatalf("got %+v, want seq %d", p, s1)
-	}
-	if took := time.Since(reconnected); took < settleDelay/2 {
-		t.Fatalf("the message came %v after the reconnect, before the settle: the test made no hole", took)
-	}
+	h.settleFillsHole(d, reconnected, "the re-sync after the reconnect")
 	if n := h.gw.m.settles.Get() - before; n < 2 {
 		t.Fatalf("settle checks after the reconnect: %d, want one per channel", n)
 	}

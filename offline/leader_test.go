@@ -9,6 +9,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"herald/nats/natstest"
 )
 
 // staleReplica adds a reader of HERALD's Direct Gets that has none of
@@ -180,11 +182,7 @@ func TestLeaderGetAsksAgainWhenAnAnswerIsLost(t *testing.T) {
 	if !srv.ReadyForConnections(5 * time.Second) {
 		t.Fatal("server not ready")
 	}
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := natstest.Connect(t, srv.ClientURL())
 	s := &Store{nc: nc}
 	var asked atomic.Int32
 	sub, err := nc.Subscribe("$JS.API.STREAM.MSG.GET.LOSSY", func(m *nats.Msg) {
