@@ -271,7 +271,7 @@ func TestBenchStormKillsAGateway(t *testing.T) {
 	h := startServe(t)
 	gwAddr, gwMetrics := freeAddr(t), freeAddr(t)
 	gw := start(t, h.dir, fmt.Sprintf("%s gateway --nats nats://%s --tcp %s --ws '' --metrics %s", h.bin, h.natsAddr, gwAddr, gwMetrics))
-	waitFor(t, 20*time.Second, "the second gateway", func() bool { return strings.Contains(gw.out.String(), "herald is running") })
+	gw.waitRunning(t, 20*time.Second, "the second gateway")
 
 	bad := start(t, h.dir, fmt.Sprintf("%s bench storm --devices 4 --missed 1 --api http://%s --gateways %s,%s --sources 127.0.0.2 --kill-pid %d --kill-addr %s --timeout 20s",
 		h.bin, h.api, h.dev, gwAddr, os.Getpid(), gwAddr))

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,14 +29,26 @@ func buildHerald(t testing.TB) string {
 	return bin
 }
 
+// handedOut is every address freeAddr returned in this test binary.
+var handedOut sync.Map
+
+// freeAddr is a loopback address that was free a moment ago and that
+// freeAddr has not returned before: the kernel may give a just-closed port
+// again, and two processes told the same port (a node's route port and
+// another's client port) fail in ways that look like a bug of their own.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // process is a started binary whose output is captured.
@@ -87,6 +100,23 @@ func start(t testing.TB, dir, line string) *process {
 		}
 	})
 	return p
+}
+
+// waitRunning waits until p says "herald is running"; if it does not
+// within timeout, or exits, the test fails with what p printed.
+func (p *process) waitRunning(t testing.TB, timeout time.Duration, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !strings.Contains(p.out.String(), "herald is running"); time.Sleep(5 * time.Millisecond) {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("%s exited at start (%v); its output:\n%s", what, err, p.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not running after %v; its output:\n%s", what, timeout, p.out.String())
+		}
+	}
 }
 
 func (p *process) wait(t testing.TB, timeout time.Duration) error {
@@ -245,7 +275,7 @@ func startServe(t *testing.T, flags ...string) *servedHerald {
 	t.Helper()
 	h := &servedHerald{bin: buildHerald(t), dir: t.TempDir(), api: freeAddr(t), dev: freeAddr(t), natsAddr: freeAddr(t)}
 	h.proc = start(t, h.dir, fmt.Sprintf("%s serve --dev --http %s --tcp %s --ws '' --nats-listen %s %s", h.bin, h.api, h.dev, h.natsAddr, strings.Join(flags, " ")))
-	waitFor(t, 20*time.Second, "herald serve", func() bool { return strings.Contains(h.proc.out.String(), "herald is running") })
+	h.proc.waitRunning(t, 20*time.Second, "herald serve")
 	return h
 }
 

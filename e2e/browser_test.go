@@ -166,6 +166,6 @@ func startServeWS(t *testing.T) *servedHerald {
 	h := &servedHerald{bin: buildHerald(t), dir: t.TempDir(), api: freeAddr(t), dev: freeAddr(t), natsAddr: freeAddr(t)}
 	ws := freeAddr(t)
 	h.proc = start(t, h.dir, h.bin+" serve --dev --http "+h.api+" --tcp "+h.dev+" --ws "+ws+" --nats-listen "+h.natsAddr)
-	waitFor(t, 20*time.Second, "herald serve", func() bool { return strings.Contains(h.proc.out.String(), "herald is running") })
+	h.proc.waitRunning(t, 20*time.Second, "herald serve")
 	return h
 }

@@ -79,7 +79,7 @@ func startChaosCluster(t *testing.T) *chaosCluster {
 	c.api = freeAddr(t)
 	os.WriteFile(filepath.Join(c.dir, "dispatcher.yaml"), []byte(fmt.Sprintf("nats: {url: %q}\napi: {listen: %q, admin_keys: [chaos-admin-key]}\napps:\n  - {name: demo, keys: [demo-key], secrets: [demo-secret]}\n", urls, c.api)), 0o600)
 	c.disp = start(t, c.dir, c.bin+" dispatcher --config dispatcher.yaml")
-	waitFor(t, 40*time.Second, "the dispatcher", func() bool { return strings.Contains(c.disp.out.String(), "herald is running") })
+	c.disp.waitRunning(t, 40*time.Second, "the dispatcher")
 	for i := 0; i < 2; i++ {
 		c.gwAddr[i], c.gwMetrics[i] = freeAddr(t), freeAddr(t)
 		os.WriteFile(filepath.Join(c.dir, fmt.Sprintf("gw%d.yaml", i+1)), []byte(fmt.Sprintf(
@@ -135,7 +135,7 @@ func (c *chaosCluster) waitNATS(i int) {
 
 func (c *chaosCluster) startGateway(i int) {
 	p := start(c.t, c.dir, fmt.Sprintf("%s gateway --config gw%d.yaml", c.bin, i+1))
-	waitFor(c.t, 30*time.Second, fmt.Sprintf("gateway %d", i+1), func() bool { return strings.Contains(p.out.String(), "herald is running") })
+	p.waitRunning(c.t, 30*time.Second, fmt.Sprintf("gateway %d", i+1))
 	c.gw[i] = p
 }
 

@@ -41,7 +41,7 @@ apps:
   - {name: shop, keys: [%q], secrets: [%q]}
 `, filepath.Join(dir, "data"), natsAddr, apiAddr, adminSecret, devAddr, shopKey, shopSecret)), 0o600)
 	p := start(t, dir, bin+" serve --config "+conf)
-	waitFor(t, 20*time.Second, "herald serve", func() bool { return strings.Contains(p.out.String(), "herald is running") })
+	p.waitRunning(t, 20*time.Second, "herald serve")
 	api := "http://" + apiAddr
 
 	secrets := []string{adminSecret, shopKey, shopSecret, wrongKey, wrongAdmin}

@@ -101,7 +101,7 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 // (the server's own format: listen, server_name, jetstream { store_dir },
 // cluster { name, listen, routes }) — `herald nats --config FILE`. JetStream
 // is required: herald keeps everything in it. The node logs through log.
-func StartFromFile(path string, log *slog.Logger) (*server.Server, error) {
+func StartFromFile(path string, log *slog.Logger) (*Node, error) {
 	opts, err := server.ProcessConfigFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("hnats: %s: %w", path, err)
@@ -120,21 +120,53 @@ func StartFromFile(path string, log *slog.Logger) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hnats: cannot create server: %w", err)
 	}
-	srv.SetLoggerV2(slogAdapter{log}, opts.Debug, opts.Trace, false)
+	fatal := make(chan string, 1)
+	srv.SetLoggerV2(slogAdapter{l: log, fatal: fatal}, opts.Debug, opts.Trace, false)
 	go srv.Start()
-	if !srv.ReadyForConnections(30 * time.Second) {
+	ready := make(chan bool, 1)
+	go func() { ready <- srv.ReadyForConnections(30 * time.Second) }()
+	select {
+	case msg := <-fatal:
+		// nats-server's own logger exits the process here; a node that
+		// cannot listen for routes would otherwise run on alone.
 		srv.Shutdown()
-		return nil, errors.New("hnats: nats-server not ready after 30s (is a port in use?)")
+		return nil, fmt.Errorf("hnats: %s: %s", path, msg)
+	case ok := <-ready:
+		if !ok {
+			srv.Shutdown()
+			return nil, errors.New("hnats: nats-server not ready after 30s")
+		}
 	}
-	return srv, nil
+	return &Node{Server: srv, Fatal: fatal}, nil
 }
 
-// slogAdapter is nats-server's logger on slog.
-type slogAdapter struct{ l *slog.Logger }
+// Node is a nats-server started by StartFromFile.
+type Node struct {
+	*server.Server
+	// Fatal receives what nats-server reported as fatal after it started
+	// (a listener that failed, say): the node is then broken, and its
+	// process should stop, as nats-server's own does.
+	Fatal <-chan string
+}
+
+// slogAdapter is nats-server's logger on slog. Fatalf, after which
+// nats-server expects its process to end, also goes to fatal (if not nil
+// and not full).
+type slogAdapter struct {
+	l     *slog.Logger
+	fatal chan<- string
+}
 
 func (a slogAdapter) Noticef(format string, v ...any) { a.l.Info(fmt.Sprintf(format, v...)) }
 func (a slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	a.l.Error(msg)
+	select {
+	case a.fatal <- msg:
+	default:
+	}
+}
+func (a slogAdapter) Errorf(format string, v ...any) { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Debugf(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Tracef(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }

@@ -52,40 +52,18 @@ func Connect(t testing.TB, url string) *nats.Conn {
 // their client URLs, comma-separated, once JetStream answers.
 func StartCluster(t testing.TB) string {
 	t.Helper()
-	// JetStream's cluster wants its routes configured: take three free
-	// ports for them first.
-	var ports [3]int
-	var routes []string
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i]))
-	}
 	var urls []string
-	for i := range ports {
-		o := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1,
-			JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-			Cluster: server.ClusterOpts{Name: "natstest", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
+	for attempt := 1; ; attempt++ {
+		var err error
+		if urls, err = startCluster(t); err == nil {
+			break
 		}
-		srv, err := server.NewServer(o)
-		if err != nil {
-			t.Fatal(err)
+		// A port found free can be taken before its node binds it (other
+		// tests connect meanwhile, from the same range of ports).
+		if attempt == 3 {
+			t.Fatalf("%v, three times", err)
 		}
-		go srv.Start()
-		t.Cleanup(func() {
-			srv.Shutdown()
-			srv.WaitForShutdown()
-		})
-		if !srv.ReadyForConnections(10 * time.Second) {
-			t.Fatalf("cluster node %d not ready", i+1)
-		}
-		urls = append(urls, srv.ClientURL())
+		t.Logf("%v; again on other ports", err)
 	}
 	all := strings.Join(urls, ",")
 	nc := Connect(t, all)
@@ -99,4 +77,60 @@ func StartCluster(t testing.TB) string {
 			t.Fatal("the cluster's JetStream did not answer within 30 s")
 		}
 	}
+}
+
+// startCluster starts the three nodes and returns their client URLs, or
+// stops them and says which was not ready.
+func startCluster(t testing.TB) ([]string, error) {
+	// JetStream's cluster wants its routes configured, so every port is
+	// chosen here: six held open at once, so none is given twice.
+	var ports [6]int
+	var held []net.Listener
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, l)
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	for _, l := range held {
+		l.Close()
+	}
+	var routes []string
+	for _, p := range ports[3:] {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	var srvs []*server.Server
+	stopAll := func() {
+		for _, srv := range srvs {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		}
+	}
+	var urls []string
+	for i := range 3 {
+		o := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: ports[i],
+			JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+			Cluster: server.ClusterOpts{Name: "natstest", Host: "127.0.0.1", Port: ports[3+i]},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
+		}
+		srv, err := server.NewServer(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srvs = append(srvs, srv)
+		t.Cleanup(func() {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		})
+		go srv.Start()
+		if !srv.ReadyForConnections(10 * time.Second) {
+			stopAll()
+			return nil, fmt.Errorf("cluster node %d not ready (a port taken?)", i+1)
+		}
+		urls = append(urls, srv.ClientURL())
+	}
+	return urls, nil
 }
