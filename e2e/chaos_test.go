@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -553,6 +554,18 @@ func gatewayMetrics(t *testing.T, addr string) string {
 // counted reports whether the metrics text has the counter above 0.
 func counted(metrics, name string) bool {
 	return strings.Contains(metrics, name+" ") && !strings.Contains(metrics, name+" 0\n")
+}
+
+// metricIn is the value of the counter name in a /metrics text (0: not
+// there).
+func metricIn(metrics, name string) int {
+	for _, line := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return 0
 }
 
 // A live copy lost with a dying stream leader leaves a hole that gap

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"herald/offline"
 )
 
@@ -95,6 +97,35 @@ func (c *chaosCluster) cutRoutes(g int) int {
 	return cut
 }
 
+// leaderAwayFrom makes the HERALD stream's leader another node than g
+// (asking the leader to step down while it is g) and returns a reader of
+// the leader's index (-1: none known) and the leader.
+func (c *chaosCluster) leaderAwayFrom(ctx context.Context, g int) (leader func() int, l int) {
+	c.t.Helper()
+	nc, js := c.jetStream()
+	st, err := js.Stream(ctx, offline.StreamName)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	leader = func() int {
+		info, err := st.Info(ctx)
+		if err != nil || info.Cluster == nil || len(info.Cluster.Leader) != 2 {
+			return -1
+		}
+		return int(info.Cluster.Leader[1] - '1') // server names n1, n2, n3
+	}
+	for l = leader(); l == g || l < 0; l = leader() {
+		if ctx.Err() != nil {
+			c.t.Fatalf("the stream's leader is still node %d", l+1)
+		}
+		if l >= 0 {
+			nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+offline.StreamName, nil, 10*time.Second)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return leader, l
+}
+
 // canDestroySockets tries ss -K on a connection of its own.
 func canDestroySockets() error {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -130,9 +161,11 @@ func canDestroySockets() error {
 // -K destroys the sockets, as a broken network would end them; the nodes
 // reconnect their routes after about a second each time). A message
 // stored by the leader meanwhile never reaches that node, and nothing on
-// the channel comes after it. The pulses stored meanwhile are lost the
-// same way; the first one after the routes are back makes the gateway read
-// the store, and the device gets the message on its first connection.
+// the channel comes after it. The node says each time its routes are back
+// (TestRouteFlapFillsLostLiveCopies), and the pulses stored meanwhile are
+// lost the same way, so the first one after the routes are back makes the
+// gateway read the store too (TestLostPulsesFillLostLiveCopies): the device
+// gets the message on its first connection, and the gateway counts both.
 func TestRouteBreakLosesNoLiveCopy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a cluster of processes")
@@ -153,29 +186,9 @@ func TestRouteBreakLosesNoLiveCopy(t *testing.T) {
 		}
 	}
 	g := c.nodeOf(c.gw[0])
-
-	nc, js := c.jetStream()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	st, err := js.Stream(ctx, offline.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leader := func() int {
-		info, err := st.Info(ctx)
-		if err != nil || info.Cluster == nil || len(info.Cluster.Leader) != 2 {
-			return -1
-		}
-		return int(info.Cluster.Leader[1] - '1') // server names n1, n2, n3
-	}
-	// The leader must be another node than gateway 1's.
-	for l := leader(); l == g || l < 0; l = leader() {
-		if l >= 0 {
-			nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+offline.StreamName, nil, 10*time.Second)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	l := leader()
+	leader, l := c.leaderAwayFrom(ctx, g)
 	// Gateway 1 follows the pulses again after any leader change.
 	pulses := func() int {
 		n, _ := strconv.Atoi(metric("http://"+c.gwMetrics[0], "herald_gateway_stream_pulses_total"))
@@ -199,8 +212,10 @@ func TestRouteBreakLosesNoLiveCopy(t *testing.T) {
 	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		cut += c.cutRoutes(g)
 	}
-	if col.count() != 1 || pulses() != before {
-		t.Fatalf("with node %d's routes cut, gateway 1 got %d messages and %d pulses: the test cut nothing", g+1, col.count()-1, pulses()-before)
+	if pulses() != before {
+		// (m2 may have come already: the node says so whenever its routes
+		// are back between two cuts, and the gateway reads the store.)
+		t.Fatalf("with node %d's routes cut, gateway 1 got %d pulses: the test cut nothing", g+1, pulses()-before)
 	}
 	t.Logf("cut %d route connections of node %d (gateway 1's) over 2.5 s; the stream's leader is node %d", cut, g+1, l+1)
 
@@ -224,11 +239,79 @@ func TestRouteBreakLosesNoLiveCopy(t *testing.T) {
 	if got := col.snapshot()[1]; got.Seq != ack.Sequence || string(got.Data) != "m2" || cl.Connects() != 1 {
 		t.Fatalf("got seq %d %q after %d connects, want seq %d \"m2\" on the first connection", got.Seq, got.Data, cl.Connects(), ack.Sequence)
 	}
-	m := gatewayMetrics(t, c.gwMetrics[0])
-	if !counted(m, "herald_gateway_stream_pulse_resyncs_total") {
-		t.Fatalf("the device got the message, but gateway 1 counted no pulse re-sync:\n%s", m)
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		m := gatewayMetrics(t, c.gwMetrics[0])
+		if counted(m, "herald_gateway_stream_pulse_resyncs_total") && counted(m, "herald_gateway_route_resyncs_total") {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the device got the message, but gateway 1 did not count both a pulse re-sync and one for routes back:\n%s", m)
+		}
 	}
 	if now := leader(); now != l {
 		t.Logf("the stream's leader moved from node %d to %d meanwhile", l+1, now+1)
+	}
+}
+
+// A route break that no pulse shows: the stream's pulse is removed, and
+// every route of gateway 1's NATS node is cut once (ss -K) while the
+// leader, on another node, stores a message. The routes are back after
+// about a second; the node, a herald nats, says it has new route
+// connections, and gateway 1 reads the store: the device gets the message
+// on its first connection with nothing else on the channel after it. Before
+// the nodes said so, such a message waited for the channel's next one, or
+// the device's next connect, whenever the break fell between two pulses.
+func TestRouteFlapFillsLostLiveCopies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a cluster of processes")
+	}
+	if err := canDestroySockets(); err != nil {
+		t.Skipf("cannot cut TCP connections here: %v", err)
+	}
+	c := startChaosCluster(t)
+	col := newCollector()
+	cl := device(t, c.gwAddr[0], "alice", "d", col, nil)
+	push(t, "http://"+c.api, "alice", "m1")
+	col.waitCount(t, 1, 30*time.Second)
+	g := c.nodeOf(c.gw[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, l := c.leaderAwayFrom(ctx, g)
+
+	_, js := c.jetStream()
+	st, err := js.Stream(ctx, offline.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject(offline.PulseScheduleSubject)); err != nil {
+		t.Fatalf("removing the pulse: %v", err)
+	}
+	// Settle checks of the new channel, and a pulse already on its way,
+	// would fill the hole by themselves: let them pass.
+	time.Sleep(2 * time.Second)
+	m0 := gatewayMetrics(t, c.gwMetrics[0])
+
+	_, jsL := c.jetStream(l)
+	if c.cutRoutes(g) == 0 {
+		t.Fatalf("node %d has no route connections to cut", g+1)
+	}
+	ack, err := jsL.Publish(ctx, offline.StoredSubject("demo", "u.alice"), []byte("m2"))
+	if err != nil {
+		t.Fatalf("storing m2 at the leader (node %d): %v", l+1, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if col.count() != 1 {
+		t.Fatalf("the device got m2 300 ms after node %d's routes were cut: the test cut nothing", g+1)
+	}
+	col.waitCount(t, 2, 10*time.Second)
+	if got := col.snapshot()[1]; got.Seq != ack.Sequence || string(got.Data) != "m2" || cl.Connects() != 1 {
+		t.Fatalf("got seq %d %q after %d connects, want seq %d \"m2\" on the first connection", got.Seq, got.Data, cl.Connects(), ack.Sequence)
+	}
+	m := gatewayMetrics(t, c.gwMetrics[0])
+	if metric0, metric1 := metricIn(m0, "herald_gateway_route_resyncs_total"), metricIn(m, "herald_gateway_route_resyncs_total"); metric1 <= metric0 {
+		t.Fatalf("the device got m2, but gateway 1 counted no re-sync for new routes (%d before, %d after):\n%s", metric0, metric1, m)
+	}
+	if metricIn(m, "herald_gateway_stream_pulse_resyncs_total") != metricIn(m0, "herald_gateway_stream_pulse_resyncs_total") {
+		t.Fatalf("a pulse re-sync came with the pulse removed:\n%s", m)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,11 +59,14 @@ type Gateway struct {
 	wsln net.Listener // nil without WebSocket
 	ep   *netpoll.Epoll
 	// leaderSub receives the stream's leader advisories, pulseSub its
-	// pulses (addNATSHandlers); pulseSeq is the last pulse seen (0: none
-	// since the last re-sync of every channel).
+	// pulses, routesSub the NATS nodes' new routes (addNATSHandlers);
+	// pulseSeq is the last pulse seen (0: none since the last re-sync of
+	// every channel); routesDue is set while a re-sync for new routes waits.
 	leaderSub *nats.Subscription
 	pulseSub  *nats.Subscription
+	routesSub *nats.Subscription
 	pulseSeq  atomic.Uint64
+	routesDue atomic.Bool
 	work      chan *conn
 	catchup   chan *sub
 	shared    chan *sub // catch-ups for the shared scanner (storms)
@@ -199,7 +203,11 @@ func (gw *Gateway) Start() (err error) {
 	if err = gw.addNATSHandlers(); err != nil {
 		return err
 	}
-	undo = append(undo, func() { _ = gw.leaderSub.Unsubscribe(); _ = gw.pulseSub.Unsubscribe() })
+	undo = append(undo, func() {
+		_ = gw.leaderSub.Unsubscribe()
+		_ = gw.pulseSub.Unsubscribe()
+		_ = gw.routesSub.Unsubscribe()
+	})
 	recalls, err := gw.store.WatchRecalls(gw.ctx)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
@@ -250,7 +258,8 @@ func (gw *Gateway) spawn(fn func()) {
 // addNATSHandlers makes the gateway re-sync every channel when NATS tells it
 // messages may have been missed: after a reconnect, when one of its
 // subscriptions overflowed (slow consumer), when the stream elected a new
-// leader, and when a pulse of the stream did not follow the last one.
+// leader, when a pulse of the stream did not follow the last one, and when
+// the NATS node it is connected to has a new route.
 //
 // Live copies are core NATS messages that only the stream's leader sends
 // (nats-server republishes only as leader). When a leader dies, the copies
@@ -270,16 +279,7 @@ func (gw *Gateway) addNATSHandlers() error {
 		}
 		gw.pulseSeq.Store(0) // the pulses missed meanwhile need no second re-sync
 		gw.resyncAll("nats reconnected")
-		if gw.store.Replicated() {
-			// The subscriptions nats.go made again reach the stream's
-			// leader over routes, after some of these reads: look again
-			// once they are there (settle, channels.go).
-			time.AfterFunc(settleDelay, func() {
-				for _, ch := range gw.chans.snapshot() {
-					gw.settle(ch, 0)
-				}
-			})
-		}
+		gw.settleAllLater()
 	})
 	prevErr := gw.nc.Opts.AsyncErrorCB
 	gw.nc.SetErrorHandler(func(nc *nats.Conn, s *nats.Subscription, err error) {
@@ -307,8 +307,56 @@ func (gw *Gateway) addNATSHandlers() error {
 		_ = sub.Unsubscribe()
 		return fmt.Errorf("gateway: cannot subscribe to the stream's pulse: %w", err)
 	}
-	gw.leaderSub, gw.pulseSub = sub, pulses
+	routes, err := gw.nc.Subscribe(offline.RoutesUpPrefix+">", gw.onRoutesUp)
+	if err != nil {
+		_ = sub.Unsubscribe()
+		_ = pulses.Unsubscribe()
+		return fmt.Errorf("gateway: cannot subscribe to the NATS nodes' route news: %w", err)
+	}
+	gw.leaderSub, gw.pulseSub, gw.routesSub = sub, pulses, routes
 	return nil
+}
+
+// settleAllLater has every channel look at the store once more after
+// settleDelay, when NATS is a cluster: subscriptions that nats.go made
+// again, or that a route carries again, reach the stream's leader over
+// routes after some of the reads of a re-sync (settle, channels.go).
+func (gw *Gateway) settleAllLater() {
+	if !gw.store.Replicated() {
+		return
+	}
+	time.AfterFunc(settleDelay, func() {
+		for _, ch := range gw.chans.snapshot() {
+			gw.settle(ch, 0)
+		}
+	})
+}
+
+// routesResyncDelay gathers a node's announcements of new routes (a pool
+// of route connections per peer, a route that flaps) into one re-sync.
+const routesResyncDelay = 200 * time.Millisecond
+
+// onRoutesUp re-syncs every channel when the NATS node the gateway is
+// connected to says it has a new route connection (hnats.announceRoutes):
+// a route of it broke, and the live copies that were to cross it meanwhile
+// are lost, even when the break fell between two pulses. Other nodes'
+// routes carry nothing to this gateway.
+func (gw *Gateway) onRoutesUp(m *nats.Msg) {
+	if strings.TrimPrefix(m.Subject, offline.RoutesUpPrefix) != gw.nc.ConnectedServerName() {
+		return
+	}
+	if !gw.routesDue.CompareAndSwap(false, true) {
+		return
+	}
+	time.AfterFunc(routesResyncDelay, func() {
+		gw.routesDue.Store(false)
+		if gw.stopping.Load() {
+			return
+		}
+		gw.m.routeResyncs.Inc()
+		gw.resyncAll("a route of its NATS node broke and is back")
+		gw.settleAllLater()
+	})
 }
 
 // onPulse re-syncs every channel when a pulse of the stream does not follow
@@ -420,6 +468,7 @@ func (gw *Gateway) Stop() {
 	cancel()
 	_ = gw.leaderSub.Unsubscribe()
 	_ = gw.pulseSub.Unsubscribe()
+	_ = gw.routesSub.Unsubscribe()
 	for _, ch := range gw.chans.snapshot() {
 		ch.unsubscribe()
 	}

@@ -24,6 +24,7 @@ type gwMetrics struct {
 	leaderResyncs  *metrics.Counter
 	pulses         *metrics.Counter
 	pulseResyncs   *metrics.Counter
+	routeResyncs   *metrics.Counter
 	settles        *metrics.Counter
 	catchupMsgs    *metrics.Counter
 	catchupRuns    *metrics.Counter
@@ -73,6 +74,7 @@ func newMetrics(gw *Gateway) *gwMetrics {
 		leaderResyncs:  s.NewCounter(`herald_gateway_stream_leader_resyncs_total`),
 		pulses:         s.NewCounter(`herald_gateway_stream_pulses_total`),
 		pulseResyncs:   s.NewCounter(`herald_gateway_stream_pulse_resyncs_total`),
+		routeResyncs:   s.NewCounter(`herald_gateway_route_resyncs_total`),
 		settles:        s.NewCounter(`herald_gateway_channel_settle_checks_total`),
 		catchupMsgs:    s.NewCounter(`herald_gateway_catchup_messages_total`),
 		catchupRuns:    s.NewCounter(`herald_gateway_catchup_runs_total`),

@@ -10,6 +10,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -137,7 +138,14 @@ func StartFromFile(path string, log *slog.Logger) (*Node, error) {
 			return nil, errors.New("hnats: nats-server not ready after 30s")
 		}
 	}
-	return &Node{Server: srv, Fatal: fatal}, nil
+	n := &Node{Server: srv, Fatal: fatal, quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(n.done)
+		if opts.Cluster.Port != 0 {
+			announceRoutes(srv, log, n.quit)
+		}
+	}()
+	return n, nil
 }
 
 // Node is a nats-server started by StartFromFile.
@@ -147,6 +155,16 @@ type Node struct {
 	// (a listener that failed, say): the node is then broken, and its
 	// process should stop, as nats-server's own does.
 	Fatal <-chan string
+
+	quit, done chan struct{}
+	stop       sync.Once
+}
+
+// Shutdown stops the node's own work (announceRoutes) and the server.
+func (n *Node) Shutdown() {
+	n.stop.Do(func() { close(n.quit) })
+	<-n.done
+	n.Server.Shutdown()
 }
 
 // slogAdapter is nats-server's logger on slog. Fatalf, after which

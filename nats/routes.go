@@ -1,0 +1,66 @@
+package hnats
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"herald/offline"
+)
+
+// RoutesPoll is how often a node looks for new route connections.
+const RoutesPoll = 100 * time.Millisecond
+
+// announceRoutes publishes on offline.RoutesUpPrefix + the node's name each
+// time a look at the node's routes (every RoutesPoll) finds a connection
+// that was not there at the look before, until quit closes. A route that
+// breaks and reconnects between two looks has a new id, so it counts.
+// nats.go tells clients nothing of routes, and nats-server publishes no
+// event for them outside its system account; this is the node's own word,
+// delivered to the gateways connected to it without crossing a route.
+func announceRoutes(srv *server.Server, log *slog.Logger, quit <-chan struct{}) {
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("herald nats: routes"), nats.MaxReconnects(-1))
+	if err != nil {
+		log.Error("cannot announce route changes to gateways", "err", err)
+		return
+	}
+	defer nc.Close()
+	subject := offline.RoutesUpPrefix + srv.Name()
+	seen := routeIDs(srv)
+	t := time.NewTicker(RoutesPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-quit:
+			return
+		case <-t.C:
+		}
+		now := routeIDs(srv)
+		added := 0
+		for id := range now {
+			if !seen[id] {
+				added++
+			}
+		}
+		seen = now
+		if added > 0 {
+			log.Info("new route connections: telling the gateways", "new", added, "routes", len(now))
+			_ = nc.Publish(subject, nil)
+		}
+	}
+}
+
+// routeIDs is the set of the node's route connections.
+func routeIDs(srv *server.Server) map[uint64]bool {
+	rz, err := srv.Routez(&server.RoutezOptions{})
+	ids := map[uint64]bool{}
+	if err != nil {
+		return ids
+	}
+	for _, r := range rz.Routes {
+		ids[r.Rid] = true
+	}
+	return ids
+}
