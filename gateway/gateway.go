@@ -32,6 +32,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"herald/config"
+	hnats "herald/nats"
 	"herald/offline"
 	"herald/wire"
 )
@@ -307,7 +308,7 @@ func (gw *Gateway) addNATSHandlers() error {
 		_ = sub.Unsubscribe()
 		return fmt.Errorf("gateway: cannot subscribe to the stream's pulse: %w", err)
 	}
-	routes, err := gw.nc.Subscribe(offline.RoutesUpPrefix+">", gw.onRoutesUp)
+	routes, err := gw.nc.Subscribe(hnats.RoutesUpPrefix+">", gw.onRoutesUp)
 	if err != nil {
 		_ = sub.Unsubscribe()
 		_ = pulses.Unsubscribe()
@@ -342,7 +343,7 @@ const routesResyncDelay = 200 * time.Millisecond
 // are lost, even when the break fell between two pulses. Other nodes'
 // routes carry nothing to this gateway.
 func (gw *Gateway) onRoutesUp(m *nats.Msg) {
-	if strings.TrimPrefix(m.Subject, offline.RoutesUpPrefix) != gw.nc.ConnectedServerName() {
+	if strings.TrimPrefix(m.Subject, hnats.RoutesUpPrefix) != gw.nc.ConnectedServerName() {
 		return
 	}
 	if !gw.routesDue.CompareAndSwap(false, true) {

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-
-	"herald/offline"
 )
 
 // A taken client port is reported at once with the OS's reason, not after
@@ -115,7 +113,7 @@ func TestNodeAnnouncesNewRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	news, err := nc.SubscribeSync(offline.RoutesUpPrefix + ">")
+	news, err := nc.SubscribeSync(RoutesUpPrefix + ">")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +133,7 @@ func TestNodeAnnouncesNewRoutes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("no news of n1's new route after n2 started: %v", err)
 		}
-		if m.Subject == offline.RoutesUpPrefix+"n1" {
+		if m.Subject == RoutesUpPrefix+"n1" {
 			return
 		}
 	}

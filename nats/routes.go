@@ -6,14 +6,21 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-
-	"herald/offline"
 )
+
+// RoutesUpPrefix + a NATS node's server name is where `herald nats` says
+// the node has a route connection it did not have before: one of its
+// routes broke and is back (or a node joined). Live copies that crossed
+// that route while it was down are lost, however short the break was, so
+// the gateways connected to that node re-sync from the store. The stream's
+// pulse (offline/pulse.go) finds the same loss only when a pulse was lost
+// with them.
+const RoutesUpPrefix = "herald.node.routes-up."
 
 // RoutesPoll is how often a node looks for new route connections.
 const RoutesPoll = 100 * time.Millisecond
 
-// announceRoutes publishes on offline.RoutesUpPrefix + the node's name each
+// announceRoutes publishes on RoutesUpPrefix + the node's name each
 // time a look at the node's routes (every RoutesPoll) finds a connection
 // that was not there at the look before, until quit closes. A route that
 // breaks and reconnects between two looks has a new id, so it counts.
@@ -27,7 +34,7 @@ func announceRoutes(srv *server.Server, log *slog.Logger, quit <-chan struct{}) 
 		return
 	}
 	defer nc.Close()
-	subject := offline.RoutesUpPrefix + srv.Name()
+	subject := RoutesUpPrefix + srv.Name()
 	seen := routeIDs(srv)
 	t := time.NewTicker(RoutesPoll)
 	defer t.Stop()

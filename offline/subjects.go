@@ -46,14 +46,6 @@ const (
 	UpIDHeader     = "Herald-Id"
 )
 
-// RoutesUpPrefix + a NATS node's server name is where `herald nats` (hnats)
-// says the node has a route connection it did not have before: one of its
-// routes broke and is back (or a node joined). Live copies that crossed
-// that route while it was down are lost, however short the break was, so
-// the gateways connected to that node re-sync from the store. The pulse
-// (pulse.go) finds the same loss only when a pulse was lost with them.
-const RoutesUpPrefix = "herald.node.routes-up."
-
 // LeaderElectedSubject is JetStream's advisory that the HERALD stream has a
 // new leader (nats-server's JSAdvisoryStreamLeaderElectedPre + the name).
 const LeaderElectedSubject = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED." + StreamName
