@@ -138,13 +138,10 @@ func StartFromFile(path string, log *slog.Logger) (*Node, error) {
 			return nil, errors.New("hnats: nats-server not ready after 30s")
 		}
 	}
-	n := &Node{Server: srv, Fatal: fatal, quit: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(n.done)
-		if opts.Cluster.Port != 0 {
-			announceRoutes(srv, log, n.quit)
-		}
-	}()
+	n := &Node{Server: srv, Fatal: fatal, quit: make(chan struct{})}
+	if opts.Cluster.Port != 0 {
+		go announceRoutes(srv, opts, log, n.quit)
+	}
 	return n, nil
 }
 
@@ -156,14 +153,15 @@ type Node struct {
 	// process should stop, as nats-server's own does.
 	Fatal <-chan string
 
-	quit, done chan struct{}
-	stop       sync.Once
+	quit chan struct{}
+	stop sync.Once
 }
 
-// Shutdown stops the node's own work (announceRoutes) and the server.
+// Shutdown stops the node's own work (announceRoutes, which ends by
+// itself: a connect refused by the server's authorization can take ~10 s
+// to return) and the server.
 func (n *Node) Shutdown() {
 	n.stop.Do(func() { close(n.quit) })
-	<-n.done
 	n.Server.Shutdown()
 }
 

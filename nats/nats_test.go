@@ -7,9 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
@@ -135,6 +137,70 @@ func TestNodeAnnouncesNewRoutes(t *testing.T) {
 		}
 		if m.Subject == RoutesUpPrefix+"n1" {
 			return
+		}
+	}
+}
+
+// A node whose file has NATS authorization announces nothing (herald nats
+// has no credentials of its own) and stops at once: an in-process connect
+// refused by authorization held up its shutdown for ~10 s.
+func TestNodeWithAuthorizationStopsAtOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	route := ln.Addr().String()
+	ln.Close()
+	conf := filepath.Join(t.TempDir(), "n1.conf")
+	text := fmt.Sprintf("server_name: n1\nlisten: 127.0.0.1:-1\nauthorization { user: a, password: b }\njetstream { store_dir: %q }\ncluster { name: c, listen: %s, routes: [nats-route://%s] }\n", t.TempDir(), route, route)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logged strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), nil))
+	n, err := StartFromFile(conf, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * RoutesPoll)
+	start := time.Now()
+	n.Shutdown()
+	n.WaitForShutdown()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("shutdown took %v", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logged.String(), "not announcing route changes") {
+		t.Fatalf("no word that route changes go unannounced:\n%s", logged.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestNeedsCredentials(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		o    server.Options
+		want bool
+	}{
+		{"none", server.Options{}, false},
+		{"user", server.Options{Username: "a", Password: "b"}, true},
+		{"token", server.Options{Authorization: "t"}, true},
+		{"users", server.Options{Users: []*server.User{{Username: "a"}}}, true},
+		{"users with no_auth_user", server.Options{Users: []*server.User{{Username: "a"}}, NoAuthUser: "a"}, false},
+		{"nkeys", server.Options{Nkeys: []*server.NkeyUser{{Nkey: "U"}}}, true},
+		{"operator", server.Options{TrustedKeys: []string{"O"}}, true},
+	} {
+		if got := needsCredentials(&c.o); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
 }

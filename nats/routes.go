@@ -27,10 +27,20 @@ const RoutesPoll = 100 * time.Millisecond
 // nats.go tells clients nothing of routes, and nats-server publishes no
 // event for them outside its system account; this is the node's own word,
 // delivered to the gateways connected to it without crossing a route.
-func announceRoutes(srv *server.Server, log *slog.Logger, quit <-chan struct{}) {
+func announceRoutes(srv *server.Server, opts *server.Options, log *slog.Logger, quit <-chan struct{}) {
+	if needsCredentials(opts) {
+		// A connect refused by authorization leaves its in-process
+		// connection to hold up the server's shutdown for ~10 s.
+		log.Warn("not announcing route changes to gateways: the node's file configures NATS authorization and herald nats has no credentials of its own; only the stream's pulse shows copies lost on routes")
+		return
+	}
 	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("herald nats: routes"), nats.MaxReconnects(-1))
 	if err != nil {
-		log.Error("cannot announce route changes to gateways", "err", err)
+		select {
+		case <-quit:
+		default:
+			log.Error("cannot announce route changes to gateways", "err", err)
+		}
 		return
 	}
 	defer nc.Close()
@@ -70,4 +80,12 @@ func routeIDs(srv *server.Server) map[uint64]bool {
 		ids[r.Rid] = true
 	}
 	return ids
+}
+
+// needsCredentials reports whether a connection without credentials would
+// be refused by the node's authorization (no no_auth_user to fall back to).
+func needsCredentials(o *server.Options) bool {
+	auth := o.Username != "" || o.Authorization != "" || len(o.Users) > 0 || len(o.Nkeys) > 0 ||
+		len(o.TrustedOperators) > 0 || len(o.TrustedKeys) > 0 || o.AuthCallout != nil
+	return auth && o.NoAuthUser == ""
 }
