@@ -340,8 +340,9 @@ const routesResyncDelay = 200 * time.Millisecond
 // onRoutesUp re-syncs every channel when the NATS node the gateway is
 // connected to says it has a new route connection (hnats.announceRoutes):
 // a route of it broke, and the live copies that were to cross it meanwhile
-// are lost, even when the break fell between two pulses. Other nodes'
-// routes carry nothing to this gateway.
+// are lost, even when the break fell between two pulses. Copies reach the
+// gateway over routes of its own node only, so other nodes' words are
+// ignored (TestRoutesUpResyncsForItsOwnNode).
 func (gw *Gateway) onRoutesUp(m *nats.Msg) {
 	if strings.TrimPrefix(m.Subject, hnats.RoutesUpPrefix) != gw.nc.ConnectedServerName() {
 		return

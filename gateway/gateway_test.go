@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"herald/config"
+	hnats "herald/nats"
 	"herald/nats/natstest"
 	"herald/offline"
 	"herald/token"
@@ -358,6 +359,33 @@ func (h *harness) settleFillsHole(d *dev, since time.Time, what string) {
 	}
 	if took := time.Since(since); took < settleDelay/2 {
 		h.t.Fatalf("the message came %v after %s, before the settle check: the test made no hole", took, what)
+	}
+}
+
+// A NATS node's word that it has a new route makes the gateways connected
+// to it read the store (the copies that were to cross the route are lost);
+// another node's word does not.
+func TestRoutesUpResyncsForItsOwnNode(t *testing.T) {
+	h := newHarness(t, nil)
+	d := h.connect("alice", 0)
+	s1 := h.publishUnseen("alice", "one")
+	h.nc.Publish(hnats.RoutesUpPrefix+"another-node", nil)
+	h.nc.Flush()
+	time.Sleep(3 * routesResyncDelay)
+	if n := h.gw.m.routeResyncs.Get(); n != 0 {
+		t.Fatalf("another node's new route made %d re-syncs", n)
+	}
+	// Several words within routesResyncDelay make one re-sync.
+	for range 3 {
+		h.nc.Publish(hnats.RoutesUpPrefix+h.gw.nc.ConnectedServerName(), nil)
+	}
+	h.nc.Flush()
+	if p := d.push(); p.Seq != s1 || string(p.Payload) != "one" {
+		t.Fatalf("after its node's word: %+v, want seq %d", p, s1)
+	}
+	time.Sleep(2 * routesResyncDelay)
+	if n := h.gw.m.routeResyncs.Get(); n != 1 {
+		t.Fatalf("route re-syncs: %d, want 1", n)
 	}
 }
 

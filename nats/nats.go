@@ -157,9 +157,7 @@ type Node struct {
 	stop sync.Once
 }
 
-// Shutdown stops the node's own work (announceRoutes, which ends by
-// itself: a connect refused by the server's authorization can take ~10 s
-// to return) and the server.
+// Shutdown stops the node's own work (announceRoutes) and the server.
 func (n *Node) Shutdown() {
 	n.stop.Do(func() { close(n.quit) })
 	n.Server.Shutdown()
