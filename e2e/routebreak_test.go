@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"herald/client"
 	"herald/offline"
 )
 
@@ -156,17 +157,11 @@ func canDestroySockets() error {
 	return nil
 }
 
-// A real route break, with the stream's leader up: every route of the NATS
-// node that gateway 1 is connected to is cut again and again for 2.5 s (ss
-// -K destroys the sockets, as a broken network would end them; the nodes
-// reconnect their routes after about a second each time). A message
-// stored by the leader meanwhile never reaches that node, and nothing on
-// the channel comes after it. The node says each time its routes are back
-// (TestRouteFlapFillsLostLiveCopies), and the pulses stored meanwhile are
-// lost the same way, so the first one after the routes are back makes the
-// gateway read the store too (TestLostPulsesFillLostLiveCopies): the device
-// gets the message on its first connection, and the gateway counts both.
-func TestRouteBreakLosesNoLiveCopy(t *testing.T) {
+// startRouteCutTest skips where routes cannot be cut, starts the chaos
+// cluster with alice's device on gateway 1 and waits for her first message
+// ("m1").
+func startRouteCutTest(t *testing.T) (*chaosCluster, *collector, *client.Client) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("runs a cluster of processes")
 	}
@@ -185,6 +180,21 @@ func TestRouteBreakLosesNoLiveCopy(t *testing.T) {
 				cl.Connects(), c.gw[0].out.String(), gatewayMetrics(t, c.gwMetrics[0]))
 		}
 	}
+	return c, col, cl
+}
+
+// A real route break, with the stream's leader up: every route of the NATS
+// node that gateway 1 is connected to is cut again and again for 2.5 s (ss
+// -K destroys the sockets, as a broken network would end them; the nodes
+// reconnect their routes after about a second each time). A message
+// stored by the leader meanwhile never reaches that node, and nothing on
+// the channel comes after it. The node says each time its routes are back
+// (TestRouteFlapFillsLostLiveCopies), and the pulses stored meanwhile are
+// lost the same way, so the first one after the routes are back makes the
+// gateway read the store too (TestLostPulsesFillLostLiveCopies): the device
+// gets the message on its first connection, and the gateway counts both.
+func TestRouteBreakLosesNoLiveCopy(t *testing.T) {
+	c, col, cl := startRouteCutTest(t)
 	g := c.nodeOf(c.gw[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -262,17 +272,7 @@ func TestRouteBreakLosesNoLiveCopy(t *testing.T) {
 // the nodes said so, such a message waited for the channel's next one, or
 // the device's next connect, whenever the break fell between two pulses.
 func TestRouteFlapFillsLostLiveCopies(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a cluster of processes")
-	}
-	if err := canDestroySockets(); err != nil {
-		t.Skipf("cannot cut TCP connections here: %v", err)
-	}
-	c := startChaosCluster(t)
-	col := newCollector()
-	cl := device(t, c.gwAddr[0], "alice", "d", col, nil)
-	push(t, "http://"+c.api, "alice", "m1")
-	col.waitCount(t, 1, 30*time.Second)
+	c, col, cl := startRouteCutTest(t)
 	g := c.nodeOf(c.gw[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

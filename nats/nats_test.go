@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 )
 
 // A taken client port is reported at once with the OS's reason, not after
@@ -75,69 +74,6 @@ func TestStartFromFileRoutePortInUse(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("took %v to report a taken route port", d)
-	}
-}
-
-// A node says on RoutesUpPrefix+its name when it has a route connection it
-// did not have: here n1, when its peer starts.
-func TestNodeAnnouncesNewRoutes(t *testing.T) {
-	var ports [4]int
-	var held []net.Listener
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	for _, l := range held {
-		l.Close()
-	}
-	dir := t.TempDir()
-	conf := func(i int) string {
-		path := filepath.Join(dir, fmt.Sprintf("n%d.conf", i+1))
-		text := fmt.Sprintf("server_name: n%d\nlisten: 127.0.0.1:%d\njetstream { store_dir: %q }\ncluster { name: c, listen: 127.0.0.1:%d, routes: [nats-route://127.0.0.1:%d, nats-route://127.0.0.1:%d] }\n",
-			i+1, ports[i], filepath.Join(dir, fmt.Sprintf("s%d", i+1)), ports[2+i], ports[2], ports[3])
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	log := slog.New(slog.DiscardHandler)
-	n1, err := StartFromFile(conf(0), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n1.Shutdown()
-	nc, err := nats.Connect(n1.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	news, err := nc.SubscribeSync(RoutesUpPrefix + ">")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc.Flush()
-	if m, err := news.NextMsg(3 * RoutesPoll); err == nil {
-		t.Fatalf("news of routes before there were any: %s", m.Subject)
-	}
-	n2, err := StartFromFile(conf(1), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n2.Shutdown()
-	// n1 had no route and has one now. (n2's own routes were there at its
-	// first look: nothing is new to it.)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		m, err := news.NextMsg(time.Until(deadline))
-		if err != nil {
-			t.Fatalf("no news of n1's new route after n2 started: %v", err)
-		}
-		if m.Subject == RoutesUpPrefix+"n1" {
-			return
-		}
 	}
 }
 

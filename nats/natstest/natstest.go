@@ -79,24 +79,32 @@ func StartCluster(t testing.TB) string {
 	}
 }
 
-// startCluster starts the three nodes and returns their client URLs, or
-// stops them and says which was not ready.
-func startCluster(t testing.TB) ([]string, error) {
-	// JetStream's cluster wants its routes configured, so every port is
-	// chosen here: six held open at once, so none is given twice.
-	var ports [6]int
-	var held []net.Listener
+// FreePorts returns n loopback ports that were free a moment ago, all
+// different: they are held open together while chosen.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	held := make([]net.Listener, n)
 	for i := range ports {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		held = append(held, l)
+		held[i] = l
 		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
 	for _, l := range held {
 		l.Close()
 	}
+	return ports
+}
+
+// startCluster starts the three nodes and returns their client URLs, or
+// stops them and says which was not ready.
+func startCluster(t testing.TB) ([]string, error) {
+	// JetStream's cluster wants its routes configured, so every port is
+	// chosen here.
+	ports := FreePorts(t, 6)
 	var routes []string
 	for _, p := range ports[3:] {
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
