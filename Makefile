@@ -23,18 +23,7 @@ test: vet
 # Longer fuzzing of the network decoders (the seed corpus runs in `make test`).
 FUZZTIME ?= 60s
 fuzz:
-	$(GO) test ./wire -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
-	$(GO) test ./gateway -run '^$$' -fuzz FuzzParseWSHeader -fuzztime $(FUZZTIME)
-	$(GO) test ./gateway -run '^$$' -fuzz FuzzDeviceSession -fuzztime $(FUZZTIME)
-	$(GO) test ./dispatcher -run '^$$' -fuzz FuzzParsePush -fuzztime $(FUZZTIME)
-	$(GO) test ./dispatcher -run '^$$' -fuzz FuzzAPI -fuzztime $(FUZZTIME)
-	$(GO) test ./config -run '^$$' -fuzz FuzzValidName -fuzztime $(FUZZTIME)
-	$(GO) test ./offline -run '^$$' -fuzz FuzzParseLeaderGet -fuzztime $(FUZZTIME)
-	$(GO) test ./offline -run '^$$' -fuzz FuzzPlainPubAck -fuzztime $(FUZZTIME)
-	$(GO) test ./offline -run '^$$' -fuzz FuzzParseRecall -fuzztime $(FUZZTIME)
-	$(GO) test ./client -run '^$$' -fuzz FuzzWSStream -fuzztime $(FUZZTIME)
-	$(GO) test ./client -run '^$$' -fuzz FuzzClientSession -fuzztime $(FUZZTIME)
-	$(GO) test ./token -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME)
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 # The cluster topology as local processes (3 NATS, 2 dispatchers, 2 gateways).
 cluster: build
