@@ -4,17 +4,17 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"herald/nats/natstest"
 )
 
 // buildHerald builds the herald binary once per test binary run.
@@ -29,26 +29,11 @@ func buildHerald(t testing.TB) string {
 	return bin
 }
 
-// handedOut is every address freeAddr returned in this test binary.
-var handedOut sync.Map
-
-// freeAddr is a loopback address that was free a moment ago and that
-// freeAddr has not returned before: the kernel may give a just-closed port
-// again, and two processes told the same port (a node's route port and
-// another's client port) fail in ways that look like a bug of their own.
+// freeAddr is a loopback address that was free a moment ago and that was
+// not handed out before (natstest.FreePorts).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
-			return addr
-		}
-	}
+	return fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
 }
 
 // process is a started binary whose output is captured.

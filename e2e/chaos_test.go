@@ -564,7 +564,7 @@ func gatewayMetrics(t *testing.T, addr string) string {
 
 // counted reports whether the metrics text has the counter above 0.
 func counted(metrics, name string) bool {
-	return strings.Contains(metrics, name+" ") && !strings.Contains(metrics, name+" 0\n")
+	return metricIn(metrics, name) > 0
 }
 
 // metricIn is the value of the counter name in a /metrics text (0: not

@@ -36,15 +36,14 @@ func natsCmd(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "herald nats is running: %s (server %s, cluster %q)\n", srv.ClientURL(), srv.Name(), srv.ClusterName())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	var stop error
 	select {
 	case s := <-sig:
 		log.Info("stopping", "signal", s.String())
 	case msg := <-srv.Fatal:
-		srv.Shutdown()
-		srv.WaitForShutdown()
-		return fmt.Errorf("nats-server cannot go on: %s", msg)
+		stop = fmt.Errorf("nats-server cannot go on: %s", msg)
 	}
 	srv.Shutdown()
 	srv.WaitForShutdown()
-	return nil
+	return stop
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,22 +80,27 @@ func StartCluster(t testing.TB) string {
 	}
 }
 
-// FreePorts returns n loopback ports that were free a moment ago, all
-// different: they are held open together while chosen.
+// handedOut is every port FreePorts returned in this test binary.
+var handedOut sync.Map
+
+// FreePorts returns n loopback ports that were free a moment ago and that
+// FreePorts has not returned before in this test binary: the kernel may
+// give a just-closed port again, and two processes told the same port (a
+// node's route port and another's client port) fail in ways that look like
+// a bug of their own.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	ports := make([]int, n)
-	held := make([]net.Listener, n)
-	for i := range ports {
+	ports := make([]int, 0, n)
+	for len(ports) < n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		held[i] = l
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	for _, l := range held {
+		p := l.Addr().(*net.TCPAddr).Port
 		l.Close()
+		if _, dup := handedOut.LoadOrStore(p, true); !dup {
+			ports = append(ports, p)
+		}
 	}
 	return ports
 }
