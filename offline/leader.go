@@ -29,20 +29,36 @@ func (s *Store) leaderGet(ctx context.Context, stream, subject string, seq uint6
 		req = map[string]any{"seq": seq, "next_by_subj": subject}
 	}
 	body, _ := json.Marshal(req)
-	// The leader's answer comes back over a route, which drops it while
-	// the leader's node does not know this connection's reply subscription
-	// yet (just after a reconnect, nats.go makes it again and the interest
-	// travels on). Asking again soon, with a longer wait each time, costs
-	// a second where waiting for ctx would cost its whole deadline.
-	for wait := time.Second; ; wait *= 2 {
+	var reply *nats.Msg
+	err = askAgain(ctx, func(actx context.Context) (err error) {
+		reply, err = s.nc.RequestWithContext(actx, "$JS.API.STREAM.MSG.GET."+stream, body)
+		return err
+	})
+	if err != nil {
+		return Message{}, false, fmt.Errorf("%w: leader get %s: %v", ErrUnavailable, subject, err)
+	}
+	return parseLeaderGet(reply.Data)
+}
+
+// How long askAgain waits for the first answer, and at most for a later
+// one. A variable for its test.
+var askWaits = struct{ first, max time.Duration }{time.Second, 4 * time.Second}
+
+// askAgain runs req (a request that is safe to repeat) with a context that
+// ends a second from now and, while it fails only by that end and ctx is
+// alive, again with twice the wait, up to 4 s. An answer can be lost on its
+// way: a route that broke and came back drops what was crossing it, and
+// the leader's node drops an answer to a reply subscription it does not
+// know yet (just after a reconnect, nats.go makes it again and the
+// interest travels on). Asking again then costs a second or a few where
+// waiting for ctx would cost its whole deadline.
+func askAgain(ctx context.Context, req func(context.Context) error) error {
+	for wait := askWaits.first; ; wait = min(2*wait, askWaits.max) {
 		actx, cancel := context.WithTimeout(ctx, wait)
-		reply, err := s.nc.RequestWithContext(actx, "$JS.API.STREAM.MSG.GET."+stream, body)
+		err := req(actx)
 		cancel()
-		if err == nil {
-			return parseLeaderGet(reply.Data)
-		}
-		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
-			return Message{}, false, fmt.Errorf("%w: leader get %s: %v", ErrUnavailable, subject, err)
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
 		}
 	}
 }

@@ -1,7 +1,14 @@
 package offline
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"herald/config"
 	"herald/nats/natstest"
 )
 
@@ -204,5 +212,159 @@ func TestLeaderGetAsksAgainWhenAnAnswerIsLost(t *testing.T) {
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("the second request came after %v", took)
+	}
+}
+
+// askAgain waits a second for the first answer, then twice as long each
+// time up to 4 s (scaled down here), and stops at once on an error other
+// than its own wait's end or when the caller's context ends.
+func TestAskAgainWaits(t *testing.T) {
+	saved := askWaits
+	t.Cleanup(func() { askWaits = saved })
+	askWaits.first, askWaits.max = 20*time.Millisecond, 80*time.Millisecond
+
+	var waits []time.Duration
+	err := askAgain(ctx(t), func(actx context.Context) error {
+		d, _ := actx.Deadline()
+		waits = append(waits, time.Until(d))
+		if len(waits) == 6 {
+			return nil
+		}
+		<-actx.Done()
+		return actx.Err()
+	})
+	if err != nil || len(waits) != 6 {
+		t.Fatalf("askAgain = %v after %d requests", err, len(waits))
+	}
+	for i, want := range []time.Duration{20, 40, 80, 80, 80, 80} {
+		if w := waits[i]; w > want*time.Millisecond || w < want*time.Millisecond-10*time.Millisecond {
+			t.Fatalf("wait %d was %v, want %v ms: all %v", i+1, w, want, waits)
+		}
+	}
+
+	asked := 0
+	refused := errors.New("refused")
+	if err := askAgain(ctx(t), func(context.Context) error { asked++; return refused }); err != refused || asked != 1 {
+		t.Fatalf("another error: %v after %d requests", err, asked)
+	}
+
+	c, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = askAgain(c, func(actx context.Context) error { <-actx.Done(); return actx.Err() })
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
+		t.Fatalf("the caller's deadline: %v after %v", err, time.Since(start))
+	}
+}
+
+// lossyProxy forwards TCP between a NATS client and server and cuts the
+// first connection that carries marker right after forwarding it, so the
+// server's answer to that request is lost while the client reconnects
+// through the proxy. seen counts the requests carrying marker.
+type lossyProxy struct {
+	ln     net.Listener
+	target string
+	marker []byte
+	cut    atomic.Bool
+	seen   atomic.Int32
+}
+
+func startLossyProxy(t *testing.T, target, marker string) *lossyProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &lossyProxy{ln: ln, target: target, marker: []byte(marker)}
+	var conns sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); conns.Wait() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() { defer conns.Done(); p.relay(c) }()
+		}
+	}()
+	return p
+}
+
+func (p *lossyProxy) relay(c net.Conn) {
+	defer c.Close()
+	s, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	go func() { _, _ = io.Copy(c, s); c.Close() }()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			cut := false
+			if k := bytes.Count(buf[:n], p.marker); k > 0 {
+				p.seen.Add(int32(k))
+				if cut = p.cut.CompareAndSwap(false, true); cut {
+					c.Close() // the client is gone before its request arrives: the answer is lost
+				}
+			}
+			if _, werr := s.Write(buf[:n]); werr != nil || cut {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// A scan whose consumer's answer is lost on its way (the client's
+// connection broke, as over a flapping route) asks again a second later
+// and finds the consumer the first request made, instead of waiting for
+// its caller's whole deadline (it was 30 s for the gateway's shared
+// catch-up).
+func TestScanAsksAgainWhenTheConsumersAnswerIsLost(t *testing.T) {
+	_, url := natstest.Start(t)
+	p := startLossyProxy(t, strings.TrimPrefix(url, "nats://"), "$JS.API.CONSUMER.CREATE."+StreamName+".")
+	nc := natstest.Connect(t, "nats://"+p.ln.Addr().String())
+	s, err := Open(ctx(t), nc, config.Default().Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pubs []Publish
+	for i := 0; i < 20; i++ {
+		pubs = append(pubs, Publish{App: "demo", Channel: fmt.Sprintf("u.s%d", i), Data: []byte{byte(i)}})
+	}
+	res, err := s.PublishAll(ctx(t), pubs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var got []uint64
+	err = s.Scan(ctx(t), StoredSubject("demo", ">"), res[0].Seq, res[19].Seq, func(m *Message) bool {
+		got = append(got, m.Seq)
+		return true
+	})
+	took := time.Since(start)
+	if err != nil || len(got) != 20 || got[19] != res[19].Seq {
+		t.Fatalf("scan = %v, %d messages after %v", err, len(got), took)
+	}
+	if !p.cut.Load() || p.seen.Load() < 2 {
+		t.Fatalf("the proxy cut %v after %d consumer requests: the test did not lose an answer", p.cut.Load(), p.seen.Load())
+	}
+	if took > 5*time.Second {
+		t.Fatalf("the scan took %v", took)
+	}
+	// The second request found the first one's consumer, which the scan
+	// then deleted: none is left behind.
+	info, err := s.stream.Info(ctx(t))
+	if err != nil || info.State.Consumers != 0 {
+		names := []string{}
+		for n := range s.stream.ConsumerNames(ctx(t)).Name() {
+			names = append(names, n)
+		}
+		t.Fatalf("consumers left on the stream: %v %v ", names, err)
 	}
 }

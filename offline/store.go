@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"herald/config"
 )
@@ -487,8 +488,12 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 	// One ephemeral pull consumer for the whole scan (AckNone, in memory,
 	// one replica): an ordered consumer in fetch mode is deleted and made
 	// again on every fetch, which while a cluster recovers costs seconds
-	// per fetch.
-	cons, err := s.js.CreateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
+	// per fetch. Named here, so that asking again after a lost answer
+	// (askAgain) finds the consumer the first request made instead of
+	// making a second one.
+	var cons jetstream.Consumer
+	cfg := jetstream.ConsumerConfig{
+		Name:              nuid.Next(),
 		FilterSubjects:    filter,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       from,
@@ -496,9 +501,13 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 		InactiveThreshold: 30 * time.Second,
 		MemoryStorage:     true,
 		Replicas:          1,
+	}
+	err := askAgain(ctx, func(actx context.Context) (err error) {
+		cons, err = s.js.CreateConsumer(actx, StreamName, cfg)
+		return err
 	})
 	if err != nil {
-		return fmt.Errorf("%w: scan %s: %v", ErrUnavailable, subject, err)
+		return fmt.Errorf("%w: scan %s: consumer: %v", ErrUnavailable, subject, err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
