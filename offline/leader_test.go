@@ -320,14 +320,13 @@ func (p *lossyProxy) relay(c net.Conn) {
 	}
 }
 
-// A scan whose consumer's answer is lost on its way (the client's
-// connection broke, as over a flapping route) asks again a second later
-// and finds the consumer the first request made, instead of waiting for
-// its caller's whole deadline (it was 30 s for the gateway's shared
-// catch-up).
-func TestScanAsksAgainWhenTheConsumersAnswerIsLost(t *testing.T) {
+// storeBehindLossyProxy opens a store whose connection goes through a
+// lossyProxy cutting at marker, with 20 messages of app demo stored, one
+// per channel.
+func storeBehindLossyProxy(t *testing.T, marker string) (*Store, *lossyProxy, []Stored) {
+	t.Helper()
 	_, url := natstest.Start(t)
-	p := startLossyProxy(t, strings.TrimPrefix(url, "nats://"), "$JS.API.CONSUMER.CREATE."+StreamName+".")
+	p := startLossyProxy(t, strings.TrimPrefix(url, "nats://"), marker)
 	nc := natstest.Connect(t, "nats://"+p.ln.Addr().String())
 	s, err := Open(ctx(t), nc, config.Default().Store)
 	if err != nil {
@@ -341,9 +340,31 @@ func TestScanAsksAgainWhenTheConsumersAnswerIsLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, p, res
+}
+
+// askedAgain fails t unless the proxy lost an answer and the request was
+// made again, within a few seconds.
+func askedAgain(t *testing.T, p *lossyProxy, took time.Duration) {
+	t.Helper()
+	if !p.cut.Load() || p.seen.Load() < 2 {
+		t.Fatalf("the proxy cut %v after %d requests: the test did not lose an answer", p.cut.Load(), p.seen.Load())
+	}
+	if took > 5*time.Second {
+		t.Fatalf("the read took %v", took)
+	}
+}
+
+// A scan whose consumer's answer is lost on its way (the client's
+// connection broke, as over a flapping route) asks again a second later
+// and finds the consumer the first request made, instead of waiting for
+// its caller's whole deadline (it was 30 s for the gateway's shared
+// catch-up).
+func TestScanAsksAgainWhenTheConsumersAnswerIsLost(t *testing.T) {
+	s, p, res := storeBehindLossyProxy(t, "$JS.API.CONSUMER.CREATE."+StreamName+".")
 	start := time.Now()
 	var got []uint64
-	err = s.Scan(ctx(t), StoredSubject("demo", ">"), res[0].Seq, res[19].Seq, func(m *Message) bool {
+	err := s.Scan(ctx(t), StoredSubject("demo", ">"), res[0].Seq, res[19].Seq, func(m *Message) bool {
 		got = append(got, m.Seq)
 		return true
 	})
@@ -351,12 +372,7 @@ func TestScanAsksAgainWhenTheConsumersAnswerIsLost(t *testing.T) {
 	if err != nil || len(got) != 20 || got[19] != res[19].Seq {
 		t.Fatalf("scan = %v, %d messages after %v", err, len(got), took)
 	}
-	if !p.cut.Load() || p.seen.Load() < 2 {
-		t.Fatalf("the proxy cut %v after %d consumer requests: the test did not lose an answer", p.cut.Load(), p.seen.Load())
-	}
-	if took > 5*time.Second {
-		t.Fatalf("the scan took %v", took)
-	}
+	askedAgain(t, p, took)
 	// The second request found the first one's consumer, which the scan
 	// then deleted: none is left behind.
 	info, err := s.stream.Info(ctx(t))
@@ -365,6 +381,29 @@ func TestScanAsksAgainWhenTheConsumersAnswerIsLost(t *testing.T) {
 		for n := range s.stream.ConsumerNames(ctx(t)).Name() {
 			names = append(names, n)
 		}
-		t.Fatalf("consumers left on the stream: %v %v ", names, err)
+		t.Fatalf("consumers left on the stream: %v %v", names, err)
 	}
+}
+
+// The same for a catch-up's Direct Get batch (10 s for a gateway's
+// catch-up, which then failed the device) and the stream's last sequence
+// (where a shared scan ends).
+func TestReadsAskAgainWhenTheAnswerIsLost(t *testing.T) {
+	t.Run("direct get", func(t *testing.T) {
+		s, p, res := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET."+StreamName)
+		start := time.Now()
+		msgs, pending, err := s.Fetch(ctx(t), StoredSubject("demo", "u.s7"), 1, 10)
+		if err != nil || len(msgs) != 1 || msgs[0].Seq != res[7].Seq || pending != 0 {
+			t.Fatalf("fetch = %+v %d %v", msgs, pending, err)
+		}
+		askedAgain(t, p, time.Since(start))
+	})
+	t.Run("stream info", func(t *testing.T) {
+		s, p, res := storeBehindLossyProxy(t, "$JS.API.STREAM.INFO."+StreamName)
+		start := time.Now()
+		if last, err := s.StreamLastSeq(ctx(t)); err != nil || last != res[19].Seq {
+			t.Fatalf("last seq = %d %v, want %d", last, err, res[19].Seq)
+		}
+		askedAgain(t, p, time.Since(start))
+	})
 }

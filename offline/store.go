@@ -335,7 +335,11 @@ func (s *Store) Fetch(ctx context.Context, subject string, from uint64, max int)
 
 // StreamLastSeq is the sequence of the last message stored in the stream.
 func (s *Store) StreamLastSeq(ctx context.Context) (uint64, error) {
-	info, err := s.stream.Info(ctx)
+	var info *jetstream.StreamInfo
+	err := askAgain(ctx, func(actx context.Context) (err error) {
+		info, err = s.stream.Info(actx)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("%w: stream info: %v", ErrUnavailable, err)
 	}
@@ -351,6 +355,23 @@ func (s *Store) fetch(ctx context.Context, stream, subject string, from uint64, 
 		return nil, 0, err
 	}
 	req, _ := json.Marshal(directGet{Seq: from, NextFor: subject, Batch: max, MaxBytes: 1 << 20})
+	// A read: asked again when its answer is lost (leader.go), from the
+	// start and on a new reply subject, so a late part of the first
+	// answer reaches no one.
+	err = askAgain(ctx, func(actx context.Context) (err error) {
+		msgs, pending, err = s.directGet(actx, mux, stream, req, max)
+		return err
+	})
+	if err != nil {
+		return msgs, 0, err
+	}
+	return s.confirmEnd(ctx, stream, subject, from, max, msgs, pending)
+}
+
+// directGet sends one Direct Get batch request and collects its answer up
+// to the end of the batch: the messages, and how many more matched after
+// them (0 when the server said there are none).
+func (s *Store) directGet(ctx context.Context, mux *replyMux, stream string, req []byte, max int) (msgs []Message, pending uint64, err error) {
 	reply, ch, done := mux.open(max + 2)
 	defer done()
 	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+stream, reply, req); err != nil {
@@ -361,15 +382,15 @@ func (s *Store) fetch(ctx context.Context, stream, subject string, from uint64, 
 		select {
 		case m = <-ch:
 		case <-ctx.Done():
-			return msgs, 0, fmt.Errorf("%w: direct get: %v", ErrUnavailable, ctx.Err())
+			return msgs, 0, fmt.Errorf("%w: direct get: %w", ErrUnavailable, ctx.Err())
 		}
 		switch m.Header.Get("Status") {
 		case "":
 		case "404":
-			return s.confirmEnd(ctx, stream, subject, from, max, msgs, 0)
+			return msgs, 0, nil
 		case "204": // end of batch
 			pending, _ = strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
-			return s.confirmEnd(ctx, stream, subject, from, max, msgs, pending)
+			return msgs, pending, nil
 		case "408":
 			return msgs, 0, fmt.Errorf("%w: direct get: %s", ErrUnavailable, m.Header.Get("Description"))
 		default:
