@@ -18,7 +18,11 @@ func (s *Store) Cursor(ctx context.Context, key string) (uint64, error) {
 }
 
 func (s *Store) cursor(ctx context.Context, key string) (seq, rev uint64, err error) {
-	e, err := s.cursors.Get(ctx, key)
+	var e jetstream.KeyValueEntry
+	err = askAgain(ctx, func(actx context.Context) (err error) {
+		e, err = s.cursors.Get(actx, key)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, 0, nil
 	}

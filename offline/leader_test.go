@@ -257,14 +257,16 @@ func TestAskAgainWaits(t *testing.T) {
 	}
 }
 
-// lossyProxy forwards TCP between a NATS client and server and cuts the
-// first connection that carries marker right after forwarding it, so the
-// server's answer to that request is lost while the client reconnects
-// through the proxy. seen counts the requests carrying marker.
+// lossyProxy forwards TCP between a NATS client and server and, once
+// armed, cuts the first connection that carries marker as it forwards it,
+// so the server's answer to that request is lost while the client
+// reconnects through the proxy. seen counts the requests carrying marker
+// while armed.
 type lossyProxy struct {
 	ln     net.Listener
 	target string
 	marker []byte
+	armed  atomic.Bool
 	cut    atomic.Bool
 	seen   atomic.Int32
 }
@@ -304,7 +306,7 @@ func (p *lossyProxy) relay(c net.Conn) {
 		n, err := c.Read(buf)
 		if n > 0 {
 			cut := false
-			if k := bytes.Count(buf[:n], p.marker); k > 0 {
+			if k := bytes.Count(buf[:n], p.marker); k > 0 && p.armed.Load() {
 				p.seen.Add(int32(k))
 				if cut = p.cut.CompareAndSwap(false, true); cut {
 					c.Close() // the client is gone before its request arrives: the answer is lost
@@ -322,7 +324,7 @@ func (p *lossyProxy) relay(c net.Conn) {
 
 // storeBehindLossyProxy opens a store whose connection goes through a
 // lossyProxy cutting at marker, with 20 messages of app demo stored, one
-// per channel.
+// per channel, and arms the proxy.
 func storeBehindLossyProxy(t *testing.T, marker string) (*Store, *lossyProxy, []Stored) {
 	t.Helper()
 	_, url := natstest.Start(t)
@@ -340,6 +342,7 @@ func storeBehindLossyProxy(t *testing.T, marker string) (*Store, *lossyProxy, []
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.armed.Store(true)
 	return s, p, res
 }
 
@@ -385,9 +388,10 @@ func TestScanAsksAgainWhenTheConsumersAnswerIsLost(t *testing.T) {
 	}
 }
 
-// The same for a catch-up's Direct Get batch (10 s for a gateway's
-// catch-up, which then failed the device) and the stream's last sequence
-// (where a shared scan ends).
+// The same for a catch-up's reads: a Direct Get batch (it held a gateway's
+// catch-up for 10 s, which then failed the device), a channel's last
+// sequence, a device's cursor, and the stream's last sequence (where a
+// shared scan ends).
 func TestReadsAskAgainWhenTheAnswerIsLost(t *testing.T) {
 	t.Run("direct get", func(t *testing.T) {
 		s, p, res := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET."+StreamName)
@@ -395,6 +399,27 @@ func TestReadsAskAgainWhenTheAnswerIsLost(t *testing.T) {
 		msgs, pending, err := s.Fetch(ctx(t), StoredSubject("demo", "u.s7"), 1, 10)
 		if err != nil || len(msgs) != 1 || msgs[0].Seq != res[7].Seq || pending != 0 {
 			t.Fatalf("fetch = %+v %d %v", msgs, pending, err)
+		}
+		askedAgain(t, p, time.Since(start))
+	})
+	t.Run("last of a channel", func(t *testing.T) {
+		s, p, res := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET."+StreamName)
+		start := time.Now()
+		if last, err := s.LastSeq(ctx(t), StoredSubject("demo", "u.s3")); err != nil || last != res[3].Seq {
+			t.Fatalf("last seq = %d %v, want %d", last, err, res[3].Seq)
+		}
+		askedAgain(t, p, time.Since(start))
+	})
+	t.Run("cursor", func(t *testing.T) {
+		s, p, _ := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET.KV_"+CursorsBucket)
+		p.armed.Store(false) // moving a cursor reads it first
+		if _, err := s.AdvanceCursor(ctx(t), "demo.u.s3.d1", 42); err != nil {
+			t.Fatal(err)
+		}
+		p.armed.Store(true)
+		start := time.Now()
+		if seq, err := s.Cursor(ctx(t), "demo.u.s3.d1"); err != nil || seq != 42 {
+			t.Fatalf("cursor = %d %v, want 42", seq, err)
 		}
 		askedAgain(t, p, time.Since(start))
 	})

@@ -415,7 +415,11 @@ func (s *Store) LastSeq(ctx context.Context, subject string) (uint64, error) {
 		}
 		return m.Seq, nil
 	}
-	m, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	var m *jetstream.RawStreamMsg
+	err := askAgain(ctx, func(actx context.Context) (err error) {
+		m, err = s.stream.GetLastMsgForSubject(actx, subject)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}
