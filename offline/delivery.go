@@ -179,7 +179,11 @@ func (s *Store) UserTopics(ctx context.Context, app, user string) ([]string, err
 }
 
 func (s *Store) userTopics(ctx context.Context, app, user string) ([]string, uint64, error) {
-	e, err := s.topics.Get(ctx, app+"."+user)
+	var e jetstream.KeyValueEntry
+	err := askAgain(ctx, func(actx context.Context) (err error) {
+		e, err = s.topics.Get(actx, app+"."+user)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
 	}

@@ -388,10 +388,10 @@ func TestScanAsksAgainWhenTheConsumersAnswerIsLost(t *testing.T) {
 	}
 }
 
-// The same for a catch-up's reads: a Direct Get batch (it held a gateway's
-// catch-up for 10 s, which then failed the device), a channel's last
-// sequence, a device's cursor, and the stream's last sequence (where a
-// shared scan ends).
+// The same for a connect's and a catch-up's reads: a Direct Get batch (it
+// held a gateway's catch-up for 10 s, which then failed the device), a
+// channel's last sequence, a device's cursor, a user's server-side topics,
+// and the stream's last sequence (where a shared scan ends).
 func TestReadsAskAgainWhenTheAnswerIsLost(t *testing.T) {
 	t.Run("direct get", func(t *testing.T) {
 		s, p, res := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET."+StreamName)
@@ -420,6 +420,19 @@ func TestReadsAskAgainWhenTheAnswerIsLost(t *testing.T) {
 		start := time.Now()
 		if seq, err := s.Cursor(ctx(t), "demo.u.s3.d1"); err != nil || seq != 42 {
 			t.Fatalf("cursor = %d %v, want 42", seq, err)
+		}
+		askedAgain(t, p, time.Since(start))
+	})
+	t.Run("topics", func(t *testing.T) {
+		s, p, _ := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET.KV_"+TopicsBucket)
+		p.armed.Store(false) // setting a topic reads the user's first
+		if _, err := s.SetUserTopic(ctx(t), "demo", "s3", "news", true); err != nil {
+			t.Fatal(err)
+		}
+		p.armed.Store(true)
+		start := time.Now()
+		if topics, err := s.UserTopics(ctx(t), "demo", "s3"); err != nil || len(topics) != 1 || topics[0] != "news" {
+			t.Fatalf("topics = %v %v", topics, err)
 		}
 		askedAgain(t, p, time.Since(start))
 	})
