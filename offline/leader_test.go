@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -258,26 +257,28 @@ func TestAskAgainWaits(t *testing.T) {
 }
 
 // lossyProxy forwards TCP between a NATS client and server and, once
-// armed, cuts the first connection that carries marker as it forwards it,
-// so the server's answer to that request is lost while the client
-// reconnects through the proxy. seen counts the requests carrying marker
-// while armed.
+// armed, cuts the first connection that carries marker: a request (client
+// to server) is forwarded as the client's side is cut, so its answer is
+// lost; with fromServer, what the server sent (a message) is itself lost.
+// The client reconnects through the proxy. seen counts the markers that
+// passed while armed.
 type lossyProxy struct {
-	ln     net.Listener
-	target string
-	marker []byte
-	armed  atomic.Bool
-	cut    atomic.Bool
-	seen   atomic.Int32
+	ln         net.Listener
+	target     string
+	marker     []byte
+	fromServer bool
+	armed      atomic.Bool
+	cut        atomic.Bool
+	seen       atomic.Int32
 }
 
-func startLossyProxy(t *testing.T, target, marker string) *lossyProxy {
+func startLossyProxy(t *testing.T, target, marker string, fromServer bool) *lossyProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &lossyProxy{ln: ln, target: target, marker: []byte(marker)}
+	p := &lossyProxy{ln: ln, target: target, marker: []byte(marker), fromServer: fromServer}
 	var conns sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); conns.Wait() })
 	go func() {
@@ -300,20 +301,28 @@ func (p *lossyProxy) relay(c net.Conn) {
 		return
 	}
 	defer s.Close()
-	go func() { _, _ = io.Copy(c, s); c.Close() }()
+	go func() { p.pump(c, s, c, p.fromServer); c.Close() }()
+	p.pump(s, c, c, !p.fromServer)
+}
+
+// pump copies src to dst; when watching, the armed marker cuts client.
+func (p *lossyProxy) pump(dst, src, client net.Conn, watch bool) {
 	buf := make([]byte, 64<<10)
 	for {
-		n, err := c.Read(buf)
+		n, err := src.Read(buf)
 		if n > 0 {
 			cut := false
-			if k := bytes.Count(buf[:n], p.marker); k > 0 && p.armed.Load() {
+			if k := bytes.Count(buf[:n], p.marker); watch && k > 0 && p.armed.Load() {
 				p.seen.Add(int32(k))
 				if cut = p.cut.CompareAndSwap(false, true); cut {
-					c.Close() // the client is gone before its request arrives: the answer is lost
+					client.Close()
+					if dst == client {
+						return // what the server sent is lost
+					}
 				}
 			}
-			if _, werr := s.Write(buf[:n]); werr != nil || cut {
-				return
+			if _, werr := dst.Write(buf[:n]); werr != nil || cut {
+				return // a request arrives after its client is gone
 			}
 		}
 		if err != nil {
@@ -325,10 +334,10 @@ func (p *lossyProxy) relay(c net.Conn) {
 // storeBehindLossyProxy opens a store whose connection goes through a
 // lossyProxy cutting at marker, with 20 messages of app demo stored, one
 // per channel, and arms the proxy.
-func storeBehindLossyProxy(t *testing.T, marker string) (*Store, *lossyProxy, []Stored) {
+func storeBehindLossyProxy(t *testing.T, marker string, fromServer bool) (*Store, *lossyProxy, []Stored) {
 	t.Helper()
 	_, url := natstest.Start(t)
-	p := startLossyProxy(t, strings.TrimPrefix(url, "nats://"), marker)
+	p := startLossyProxy(t, strings.TrimPrefix(url, "nats://"), marker, fromServer)
 	nc := natstest.Connect(t, "nats://"+p.ln.Addr().String())
 	s, err := Open(ctx(t), nc, config.Default().Store)
 	if err != nil {
@@ -364,7 +373,7 @@ func askedAgain(t *testing.T, p *lossyProxy, took time.Duration) {
 // its caller's whole deadline (it was 30 s for the gateway's shared
 // catch-up).
 func TestScanAsksAgainWhenTheConsumersAnswerIsLost(t *testing.T) {
-	s, p, res := storeBehindLossyProxy(t, "$JS.API.CONSUMER.CREATE."+StreamName+".")
+	s, p, res := storeBehindLossyProxy(t, "$JS.API.CONSUMER.CREATE."+StreamName+".", false)
 	start := time.Now()
 	var got []uint64
 	err := s.Scan(ctx(t), StoredSubject("demo", ">"), res[0].Seq, res[19].Seq, func(m *Message) bool {
@@ -394,7 +403,7 @@ func TestScanAsksAgainWhenTheConsumersAnswerIsLost(t *testing.T) {
 // and the stream's last sequence (where a shared scan ends).
 func TestReadsAskAgainWhenTheAnswerIsLost(t *testing.T) {
 	t.Run("direct get", func(t *testing.T) {
-		s, p, res := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET."+StreamName)
+		s, p, res := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET."+StreamName, false)
 		start := time.Now()
 		msgs, pending, err := s.Fetch(ctx(t), StoredSubject("demo", "u.s7"), 1, 10)
 		if err != nil || len(msgs) != 1 || msgs[0].Seq != res[7].Seq || pending != 0 {
@@ -403,7 +412,7 @@ func TestReadsAskAgainWhenTheAnswerIsLost(t *testing.T) {
 		askedAgain(t, p, time.Since(start))
 	})
 	t.Run("last of a channel", func(t *testing.T) {
-		s, p, res := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET."+StreamName)
+		s, p, res := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET."+StreamName, false)
 		start := time.Now()
 		if last, err := s.LastSeq(ctx(t), StoredSubject("demo", "u.s3")); err != nil || last != res[3].Seq {
 			t.Fatalf("last seq = %d %v, want %d", last, err, res[3].Seq)
@@ -411,7 +420,7 @@ func TestReadsAskAgainWhenTheAnswerIsLost(t *testing.T) {
 		askedAgain(t, p, time.Since(start))
 	})
 	t.Run("cursor", func(t *testing.T) {
-		s, p, _ := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET.KV_"+CursorsBucket)
+		s, p, _ := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET.KV_"+CursorsBucket, false)
 		p.armed.Store(false) // moving a cursor reads it first
 		if _, err := s.AdvanceCursor(ctx(t), "demo.u.s3.d1", 42); err != nil {
 			t.Fatal(err)
@@ -424,7 +433,7 @@ func TestReadsAskAgainWhenTheAnswerIsLost(t *testing.T) {
 		askedAgain(t, p, time.Since(start))
 	})
 	t.Run("topics", func(t *testing.T) {
-		s, p, _ := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET.KV_"+TopicsBucket)
+		s, p, _ := storeBehindLossyProxy(t, "$JS.API.DIRECT.GET.KV_"+TopicsBucket, false)
 		p.armed.Store(false) // setting a topic reads the user's first
 		if _, err := s.SetUserTopic(ctx(t), "demo", "s3", "news", true); err != nil {
 			t.Fatal(err)
@@ -437,11 +446,41 @@ func TestReadsAskAgainWhenTheAnswerIsLost(t *testing.T) {
 		askedAgain(t, p, time.Since(start))
 	})
 	t.Run("stream info", func(t *testing.T) {
-		s, p, res := storeBehindLossyProxy(t, "$JS.API.STREAM.INFO."+StreamName)
+		s, p, res := storeBehindLossyProxy(t, "$JS.API.STREAM.INFO."+StreamName, false)
 		start := time.Now()
 		if last, err := s.StreamLastSeq(ctx(t)); err != nil || last != res[19].Seq {
 			t.Fatalf("last seq = %d %v, want %d", last, err, res[19].Seq)
 		}
 		askedAgain(t, p, time.Since(start))
 	})
+}
+
+// A message of a scan lost on its way (the fetch's answer crossed a route
+// that broke) ends the scan with an error where the hole is. Going on
+// with the next fetch, which starts after the lost messages, would hand
+// the devices what comes after them and never them.
+func TestScanStopsAtMessagesLostOnTheirWay(t *testing.T) {
+	saved := scanBatch
+	t.Cleanup(func() { scanBatch = saved })
+	scanBatch = 8 // the lost message's fetch is followed by others
+	s, p, res := storeBehindLossyProxy(t, StoredSubject("demo", "u.s3")+" ", true)
+	var got []uint64
+	err := s.Scan(ctx(t), StoredSubject("demo", ">"), res[0].Seq, res[19].Seq, func(m *Message) bool {
+		got = append(got, m.Seq)
+		return true
+	})
+	if !p.cut.Load() {
+		t.Fatal("the proxy lost nothing: the test did not test")
+	}
+	for i, q := range got {
+		if q != res[i].Seq {
+			t.Fatalf("the scan handed %v: %d where %d belongs", got, q, res[i].Seq)
+		}
+	}
+	if len(got) < 20 && !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("the scan handed %d of 20 and said %v", len(got), err)
+	}
+	if len(got) > 3 { // got[3] would be u.s3's, the lost one
+		t.Fatalf("the scan handed the lost message: %v, %v", got, err)
+	}
 }

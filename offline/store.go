@@ -545,15 +545,22 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 			return err
 		}
 	}
-	const batch = 4096
 	// A no-wait fetch can come back empty while messages remain (the
 	// server had not produced them yet, under load): only the consumer's
 	// pending count — 0 once the last matching message was delivered — or
 	// reaching upTo ends the scan. Empty fetches are retried a while, then
 	// the scan fails: a caller must never take the range as read.
 	empty := 0
+	// The consumer numbers what it delivers 1, 2, 3…; AckNone, it counts
+	// a message delivered when it sends it. A message lost on its way (a
+	// route that broke while the fetch crossed it) leaves a hole in those
+	// numbers, and the next fetch goes on after it: the scan must stop
+	// there, or the devices would get the messages after the hole and
+	// never the one in it. The caller then reads one by one from what
+	// each device was sent.
+	delivered := uint64(0)
 	for {
-		fetched, err := cons.FetchNoWait(batch)
+		fetched, err := cons.FetchNoWait(scanBatch)
 		if err != nil {
 			return fmt.Errorf("%w: scan %s: %v", ErrUnavailable, subject, err)
 		}
@@ -563,6 +570,9 @@ func (s *Store) Scan(ctx context.Context, subject string, from, upTo uint64, fn 
 			md, err := jm.Metadata()
 			if err != nil {
 				return fmt.Errorf("offline: scan %s: %v", subject, err)
+			}
+			if delivered++; md.Sequence.Consumer != delivered {
+				return fmt.Errorf("%w: scan %s: message %d of the consumer came after %d: some were lost on their way", ErrUnavailable, subject, md.Sequence.Consumer, delivered-1)
 			}
 			m := Message{Seq: md.Sequence.Stream, Subject: jm.Subject(), Time: md.Timestamp}
 			if prefix == "" || strings.HasPrefix(m.Subject, prefix) {
@@ -616,3 +626,6 @@ const (
 	scanEmptyRetries = 10
 	scanEmptyWait    = 50 * time.Millisecond
 )
+
+// How many messages one fetch of Scan asks for. A variable for a test.
+var scanBatch = 4096
