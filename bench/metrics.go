@@ -6,9 +6,11 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -83,4 +85,118 @@ func scrapeAll(urls []string) ([]Scrape, error) {
 		out[i] = s
 	}
 	return out, nil
+}
+
+// vmHistogram is one VictoriaMetrics histogram read from /metrics: the
+// count of each non-empty vmrange bucket, its sum and its count.
+type vmHistogram struct {
+	buckets map[string]float64 // vmrange ("1.000e-03...1.136e-03") → count
+	sum     float64
+	count   float64
+}
+
+// scrapeHistogram reads the histogram name (without labels) from the
+// Prometheus text pages at urls, adding up the gateways. VictoriaMetrics
+// leaves an empty histogram off the page, so a page must only be a
+// gateway's (herald_gateway_connections on it).
+func scrapeHistogram(ctx context.Context, urls []string, name string) (vmHistogram, error) {
+	h := vmHistogram{buckets: map[string]float64{}}
+	bucket := name + `_bucket{vmrange="`
+	for _, url := range urls {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return h, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return h, fmt.Errorf("bench: cannot read metrics from %s: %w", url, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return h, fmt.Errorf("bench: %s answered %s", url, resp.Status)
+		}
+		found := false
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			key, val, ok := strings.Cut(sc.Text(), " ")
+			if key == "herald_gateway_connections" {
+				found = true
+			}
+			if !ok || !strings.HasPrefix(key, name) {
+				continue
+			}
+			v, err := strconv.ParseFloat(val, 64)
+			if err != nil {
+				continue
+			}
+			switch {
+			case key == name+"_sum":
+				h.sum += v
+			case key == name+"_count":
+				h.count += v
+			case strings.HasPrefix(key, bucket) && strings.HasSuffix(key, `"}`):
+				h.buckets[key[len(bucket):len(key)-2]] += v
+			}
+		}
+		err = sc.Err()
+		resp.Body.Close()
+		if err != nil {
+			return h, err
+		}
+		if !found {
+			return h, fmt.Errorf("bench: %s is not a gateway's metrics (no herald_gateway_connections)", url)
+		}
+	}
+	return h, nil
+}
+
+// since is what h counted after before was read.
+func (h vmHistogram) since(before vmHistogram) vmHistogram {
+	d := vmHistogram{buckets: map[string]float64{}, sum: h.sum - before.sum, count: h.count - before.count}
+	for r, n := range h.buckets {
+		if n -= before.buckets[r]; n > 0 {
+			d.buckets[r] = n
+		}
+	}
+	return d
+}
+
+// latency summarizes a histogram of seconds in milliseconds. A quantile
+// falls inside a bucket (VictoriaMetrics buckets are 1/18 of a decade, so
+// ±7%): it is placed in proportion to its rank among the bucket's counts;
+// Max is the upper bound of the highest non-empty bucket.
+func (h vmHistogram) latency() (Latency, error) {
+	type bkt struct{ lo, hi, n float64 }
+	var bs []bkt
+	total := 0.0
+	for r, n := range h.buckets {
+		los, his, ok := strings.Cut(r, "...")
+		lo, err1 := strconv.ParseFloat(los, 64)
+		hi, err2 := strconv.ParseFloat(his, 64)
+		if !ok || err1 != nil || err2 != nil {
+			return Latency{}, fmt.Errorf("bench: bad vmrange %q", r)
+		}
+		bs = append(bs, bkt{lo, hi, n})
+		total += n
+	}
+	if total == 0 {
+		return Latency{}, nil
+	}
+	slices.SortFunc(bs, func(a, b bkt) int { return cmp.Compare(a.lo, b.lo) })
+	at := func(q float64) float64 {
+		rank, cum := q*total, 0.0
+		for _, b := range bs {
+			if cum+b.n >= rank {
+				return (b.lo + (b.hi-b.lo)*(rank-cum)/b.n) * 1000
+			}
+			cum += b.n
+		}
+		return bs[len(bs)-1].hi * 1000
+	}
+	l := Latency{Count: int64(total), P50: at(0.50), P90: at(0.90), P99: at(0.99), P999: at(0.999), Max: bs[len(bs)-1].hi * 1000}
+	if h.count > 0 {
+		l.Mean = h.sum / h.count * 1000
+	}
+	return l, nil
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -33,7 +34,14 @@ type UnicastConfig struct {
 	// AdminKey, if set, lets the bench confirm through the admin API that
 	// every device's server cursor reached the last message it received.
 	AdminKey string
+	// Metrics, if set, are the gateways' /metrics URLs: the report then
+	// has the gateways' own latency, stored → queued for the device.
+	Metrics []string
 }
+
+// deliveryLatency is the gateway's histogram of live messages from stored
+// in JetStream to queued on the device's connection.
+const deliveryLatency = "herald_gateway_delivery_latency_seconds"
 
 // Latency is a latency distribution in milliseconds.
 type Latency struct {
@@ -62,20 +70,27 @@ type Second struct {
 
 // UnicastResult is the unicast report.
 type UnicastResult struct {
-	Devices         int      `json:"devices"`
-	Seconds         float64  `json:"seconds"`
-	Requests        int64    `json:"requests"`
-	Accepted        int64    `json:"accepted"`
-	Errors          int64    `json:"errors"`
-	Delivered       int64    `json:"delivered"`
-	Duplicates      int64    `json:"duplicates_or_reordered"`
-	Earlier         int64    `json:"earlier_messages_ignored"` // received but stamped before this run: see pool
-	Lost            int64    `json:"lost"`
-	AcceptedPerSec  float64  `json:"accepted_per_second"`
-	DeliveredPerSec float64  `json:"delivered_per_second"`
-	Latency         Latency  `json:"latency"`
-	Timeline        []Second `json:"timeline"`
-	FirstError      string   `json:"first_error,omitempty"`
+	Devices         int     `json:"devices"`
+	Seconds         float64 `json:"seconds"`
+	Requests        int64   `json:"requests"`
+	Accepted        int64   `json:"accepted"`
+	Errors          int64   `json:"errors"`
+	Delivered       int64   `json:"delivered"`
+	Duplicates      int64   `json:"duplicates_or_reordered"`
+	Earlier         int64   `json:"earlier_messages_ignored"` // received but stamped before this run: see pool
+	Lost            int64   `json:"lost"`
+	AcceptedPerSec  float64 `json:"accepted_per_second"`
+	DeliveredPerSec float64 `json:"delivered_per_second"`
+	Latency         Latency `json:"latency"`
+	// PublishLatency is per request, from when it was due (at a fixed
+	// rate) or sent to its 200: every message of it stored.
+	PublishLatency Latency `json:"publish_latency"`
+	// GatewayLatency is the gateways' own histogram over the run (with
+	// Metrics): stored → queued for the device's socket, ±7%.
+	GatewayLatency *Latency `json:"gateway_latency,omitempty"`
+	GatewayError   string   `json:"gateway_latency_error,omitempty"`
+	Timeline       []Second `json:"timeline"`
+	FirstError     string   `json:"first_error,omitempty"`
 	// AckChecked says the server cursors were asked; AckedDevices is how
 	// many devices' cursors were at their last received message.
 	AckChecked   bool   `json:"ack_checked"`
@@ -126,7 +141,7 @@ func (r *recorder) timeline() []Second {
 
 // RunUnicast runs the unicast scenario.
 func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
-	if err := checkLoopback(append(append([]string{cfg.API}, cfg.Gateways...), cfg.Sources...)...); err != nil {
+	if err := checkLoopback(append(append(append([]string{cfg.API}, cfg.Gateways...), cfg.Sources...), cfg.Metrics...)...); err != nil {
 		return nil, err
 	}
 	if cfg.Devices <= 0 || cfg.Publishers <= 0 || cfg.PerRequest <= 0 || cfg.Duration <= 0 {
@@ -159,6 +174,15 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 	defer p.stop()
 
 	res := &UnicastResult{Devices: cfg.Devices}
+	var gwBefore vmHistogram
+	if len(cfg.Metrics) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		gwBefore, err = scrapeHistogram(ctx, cfg.Metrics, deliveryLatency)
+		cancel()
+		if err != nil {
+			res.GatewayError = err.Error()
+		}
+	}
 	start := time.Now()
 	recMu.Lock()
 	rec = newRecorder(start)
@@ -167,12 +191,15 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 	var requests, accepted, errs atomic.Int64
 	var firstErr atomic.Pointer[string]
 	var wg sync.WaitGroup
+	pubLat := make([]*hdrhistogram.Histogram, cfg.Publishers)
 	perPub := 0.0
 	if cfg.Rate > 0 {
 		perPub = float64(cfg.Rate) / float64(cfg.Publishers) / float64(cfg.PerRequest) // requests/s per publisher
 	}
 	for w := 0; w < cfg.Publishers; w++ {
 		wg.Add(1)
+		lat := hdrhistogram.New(1, 60_000_000, 3)
+		pubLat[w] = lat
 		go func() {
 			defer wg.Done()
 			users := make([]string, cfg.PerRequest)
@@ -219,6 +246,7 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 					continue
 				}
 				accepted.Add(int64(n))
+				_ = lat.RecordValue(max(time.Since(sent).Microseconds(), 1))
 			}
 		}()
 	}
@@ -254,6 +282,20 @@ loop:
 		fmt.Fprintln(cfg.Progress)
 	}
 	got, dups := p.totals()
+	if len(cfg.Metrics) > 0 && res.GatewayError == "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		after, err := scrapeHistogram(ctx, cfg.Metrics, deliveryLatency)
+		cancel()
+		if err == nil {
+			var l Latency
+			if l, err = after.since(gwBefore).latency(); err == nil {
+				res.GatewayLatency = &l
+			}
+		}
+		if err != nil {
+			res.GatewayError = err.Error()
+		}
+	}
 	if cfg.AdminKey != "" {
 		// The gateway writes cursors once per cursor_flush (1 s by default);
 		// the devices may hold their ACK for AckDelay.
@@ -277,6 +319,10 @@ loop:
 	res.Latency = summarize(rec.all)
 	res.Timeline = rec.timeline()
 	recMu.RUnlock()
+	for _, h := range pubLat[1:] {
+		pubLat[0].Merge(h)
+	}
+	res.PublishLatency = summarize(pubLat[0])
 	if e := firstErr.Load(); e != nil {
 		res.FirstError = *e
 	}
@@ -300,6 +346,17 @@ func (r *UnicastResult) Table(w io.Writer) {
 	l := r.Latency
 	fmt.Fprintf(w, "end-to-end latency (publish request -> device): p50 %.2f ms, p90 %.2f, p99 %.2f, p99.9 %.2f, max %.2f (n=%d)\n",
 		l.P50, l.P90, l.P99, l.P999, l.Max, l.Count)
+	l = r.PublishLatency
+	fmt.Fprintf(w, "  of it, publish (due -> 200: all its messages stored): p50 %.2f ms, p90 %.2f, p99 %.2f, p99.9 %.2f, max %.2f (n=%d requests)\n",
+		l.P50, l.P90, l.P99, l.P999, l.Max, l.Count)
+	switch {
+	case r.GatewayLatency != nil:
+		l = *r.GatewayLatency
+		fmt.Fprintf(w, "  of it, gateway (stored -> queued for the device, its /metrics, ±7%%): p50 %.2f ms, p90 %.2f, p99 %.2f, p99.9 %.2f (n=%d)\n",
+			l.P50, l.P90, l.P99, l.P999, l.Count)
+	case r.GatewayError != "":
+		fmt.Fprintf(w, "  gateway latency not read: %s\n", r.GatewayError)
+	}
 	if r.FirstError != "" {
 		fmt.Fprintln(w, "first error:", r.FirstError)
 	}

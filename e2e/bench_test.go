@@ -133,8 +133,8 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 	// Devices holding their ACKs (--ack-delay): the bench still confirms,
 	// through the admin API, that every server cursor reached the device's
 	// last message.
-	u := start(t, dir, fmt.Sprintf("%s bench unicast --devices 50 --duration 2s --publishers 4 --per-request 5 --ack-delay 300ms --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --plot %s",
-		bin, api, dev, plot))
+	u := start(t, dir, fmt.Sprintf("%s bench unicast --devices 50 --duration 2s --publishers 4 --per-request 5 --ack-delay 300ms --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3 --plot %s --metrics http://%s/metrics",
+		bin, api, dev, plot, api))
 	if err := u.wait(t, 60*time.Second); err != nil {
 		t.Fatalf("unicast: %v\n%s", err, u.out.String())
 	}
@@ -142,6 +142,16 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 	if !strings.Contains(out, "lost 0; duplicates or reordered 0") || !strings.Contains(out, "p99") ||
 		!strings.Contains(out, "acknowledged: 50/50 devices' server cursors at their last message\n") {
 		t.Fatalf("unicast output:\n%s", out)
+	}
+	// Where the latency goes: each request's publish, and the gateway's
+	// own histogram over the run, both with counts.
+	for _, re := range []string{
+		`of it, publish \(due -> 200: all its messages stored\): p50 [0-9.]+ ms, .* \(n=[1-9][0-9]* requests\)`,
+		`of it, gateway \(stored -> queued for the device, its /metrics, ±7%\): p50 [0-9.]+ ms, .* \(n=[1-9][0-9]*\)`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Fatalf("unicast output has no line matching %s:\n%s", re, out)
+		}
 	}
 	// A wrong admin key is said, not taken for a confirmation: the
 	// command fails.

@@ -7,8 +7,10 @@
 #
 # One line per run (time, server, target, delivered and acknowledged per
 # second, devices acknowledged, p50 and p99 ms, lost, the server's CPU over
-# the middle of the run in % of one core), then the medians per server and
-# target. This machine's speed drifts by a third within an hour, so compare
+# the middle of the run in % of one core; then where the latency goes, as
+# p50/p99 ms: pub= each request's publish, due -> 200, and gw= the
+# gateway's stored -> queued for the device), then the medians per server
+# and target. This machine's speed drifts by a third within an hour, so compare
 # servers only in turns: SERVERS="old/bin/herald bin/herald" runs each
 # round's A and B on every server in turn (the load generator is always
 # this repository's build).
@@ -60,15 +62,19 @@ run() {
   kill "$sp" 2>/dev/null || true
   wait "$sp" 2>/dev/null || true
   rm -rf "$data"
-  local out tp acked p50 p99 lost
+  local out tp acked p50 p99 lost pub gwl
   out=$(tr '\r' '\n' <"$TMP/bench.out")
   tp=$(grep -oP 'delivered: \d+, \K\d+' <<<"$out" || echo -)
   acked=$(grep -oP 'acknowledged: \K\d+/\d+' <<<"$out" || echo -)
-  p50=$(grep -oP 'p50 \K[0-9.]+' <<<"$out" || echo -)
-  p99=$(grep -oP 'p99 \K[0-9.]+' <<<"$out" || echo -)
+  p50=$(grep -oP 'end-to-end latency.* p50 \K[0-9.]+' <<<"$out" || echo -)
+  p99=$(grep -oP 'end-to-end latency.* p99 \K[0-9.]+' <<<"$out" || echo -)
   lost=$(grep -oP 'lost \K\d+' <<<"$out" || echo -)
+  # Where the latency goes: p50/p99 of each request's publish (due -> 200)
+  # and of the gateway's stored -> queued for the device.
+  pub=$(grep -oP 'of it, publish .* p50 \K[0-9.]+, p90 [0-9.]+, p99 [0-9.]+' <<<"$out" | sed 's/, p90 [0-9.]*, p99 /\//' || echo -)
+  gwl=$(grep -oP 'of it, gateway .* p50 \K[0-9.]+, p90 [0-9.]+, p99 [0-9.]+' <<<"$out" | sed 's/, p90 [0-9.]*, p99 /\//' || echo -)
   local line
-  line="$(date -u +%H:%M:%S) $server $target ${tp}/s acked=$acked p50=$p50 p99=$p99 lost=$lost cpu=$(( (c2 - c1) * 100 / (hz * 6) ))%"
+  line="$(date -u +%H:%M:%S) $server $target ${tp}/s acked=$acked p50=$p50 p99=$p99 lost=$lost cpu=$(( (c2 - c1) * 100 / (hz * 6) ))% pub=${pub:--} gw=${gwl:--}"
   echo "$line"
   echo "$line" >>"$RESULTS"
 }

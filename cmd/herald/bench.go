@@ -246,6 +246,7 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 	payload := fs.Int("payload", 100, "payload padding bytes after the timestamp")
 	plot := fs.String("plot", "", "write an SVG latency-over-time chart to this file")
 	adminKey := fs.String("admin-key", config.DevAdminKey, "admin key to confirm afterwards that every device's server cursor reached its last message (\"\": skip)")
+	metrics := fs.String("metrics", "http://127.0.0.1:8080/metrics", "each gateway's /metrics URL, comma-separated, for the gateways' own latency (stored -> queued for the device; \"\": skip)")
 	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
@@ -256,7 +257,7 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 	defer stopProfile()
 	res, err := bench.RunUnicast(bench.UnicastConfig{API: *lf.api, Key: *lf.key, App: *lf.app, Secret: *lf.secret, Gateways: splitList(*lf.gateways),
 		Sources: src, Devices: *devices, Publishers: *publishers, Rate: *rate, Duration: *duration, PerRequest: *perRequest,
-		Payload: *payload, Users: *lf.users, Progress: stderr, AckDelay: *lf.ackDelay, AdminKey: *adminKey})
+		Payload: *payload, Users: *lf.users, Progress: stderr, AckDelay: *lf.ackDelay, AdminKey: *adminKey, Metrics: splitList(*metrics)})
 	if err != nil {
 		return err
 	}
