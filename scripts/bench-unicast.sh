@@ -71,8 +71,8 @@ run() {
   lost=$(grep -oP 'lost \K\d+' <<<"$out" || echo -)
   # Where the latency goes: p50/p99 of each request's publish (due -> 200)
   # and of the gateway's stored -> queued for the device.
-  pub=$(grep -oP 'of it, publish .* p50 \K[0-9.]+, p90 [0-9.]+, p99 [0-9.]+' <<<"$out" | sed 's/, p90 [0-9.]*, p99 /\//' || echo -)
-  gwl=$(grep -oP 'of it, gateway .* p50 \K[0-9.]+, p90 [0-9.]+, p99 [0-9.]+' <<<"$out" | sed 's/, p90 [0-9.]*, p99 /\//' || echo -)
+  pub=$(grep -oP 'of it, publish .* p50 \K[0-9.]+ ms, p90 [0-9.]+, p99 [0-9.]+' <<<"$out" | sed 's/ ms, p90 [0-9.]*, p99 /\//' || echo -)
+  gwl=$(grep -oP 'of it, gateway .* p50 \K[0-9.]+ ms, p90 [0-9.]+, p99 [0-9.]+' <<<"$out" | sed 's/ ms, p90 [0-9.]*, p99 /\//' || echo -)
   local line
   line="$(date -u +%H:%M:%S) $server $target ${tp}/s acked=$acked p50=$p50 p99=$p99 lost=$lost cpu=$(( (c2 - c1) * 100 / (hz * 6) ))% pub=${pub:--} gw=${gwl:--}"
   echo "$line"
