@@ -95,13 +95,20 @@ type vmHistogram struct {
 	count   float64
 }
 
-// scrapeHistogram reads the histogram name (without labels) from the
-// Prometheus text pages at urls, adding up the gateways. VictoriaMetrics
-// leaves an empty histogram off the page, so a page must only be a
-// gateway's (herald_gateway_connections on it).
-func scrapeHistogram(ctx context.Context, urls []string, name string) (vmHistogram, error) {
+// scrapeHistogram reads the histogram series (a name, with or without
+// labels: herald_http_request_duration_seconds{route="push"}) from the
+// Prometheus text pages at urls, adding them up. VictoriaMetrics leaves an
+// empty histogram off the page, so a page must only have the metric mark
+// (herald_gateway_connections: a gateway's page).
+func scrapeHistogram(ctx context.Context, urls []string, series, mark string) (vmHistogram, error) {
 	h := vmHistogram{buckets: map[string]float64{}}
-	bucket := name + `_bucket{vmrange="`
+	name, labels, _ := strings.Cut(series, "{")
+	labels = strings.TrimSuffix(labels, "}")
+	bucket, sumKey, countKey := name+`_bucket{vmrange="`, name+"_sum", name+"_count"
+	if labels != "" {
+		bucket = name + "_bucket{" + labels + `,vmrange="`
+		sumKey, countKey = name+"_sum{"+labels+"}", name+"_count{"+labels+"}"
+	}
 	for _, url := range urls {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
@@ -120,7 +127,7 @@ func scrapeHistogram(ctx context.Context, urls []string, name string) (vmHistogr
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			key, val, ok := strings.Cut(sc.Text(), " ")
-			if key == "herald_gateway_connections" {
+			if key == mark {
 				found = true
 			}
 			if !ok || !strings.HasPrefix(key, name) {
@@ -131,9 +138,9 @@ func scrapeHistogram(ctx context.Context, urls []string, name string) (vmHistogr
 				continue
 			}
 			switch {
-			case key == name+"_sum":
+			case key == sumKey:
 				h.sum += v
-			case key == name+"_count":
+			case key == countKey:
 				h.count += v
 			case strings.HasPrefix(key, bucket) && strings.HasSuffix(key, `"}`):
 				h.buckets[key[len(bucket):len(key)-2]] += v
@@ -145,7 +152,7 @@ func scrapeHistogram(ctx context.Context, urls []string, name string) (vmHistogr
 			return h, err
 		}
 		if !found {
-			return h, fmt.Errorf("bench: %s is not a gateway's metrics (no herald_gateway_connections)", url)
+			return h, fmt.Errorf("bench: %s lacks %s: not the metrics of the right kind of node", url, mark)
 		}
 	}
 	return h, nil
@@ -199,4 +206,46 @@ func (h vmHistogram) latency() (Latency, error) {
 		l.Mean = h.sum / h.count * 1000
 	}
 	return l, nil
+}
+
+// stage is a server-side latency histogram read before and after a run.
+type stage struct {
+	urls         []string
+	series, mark string
+	before       vmHistogram
+	err          error
+}
+
+// newStage reads the histogram before the run; nil without urls.
+func newStage(urls []string, series, mark string) *stage {
+	if len(urls) == 0 {
+		return nil
+	}
+	s := &stage{urls: urls, series: series, mark: mark}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.before, s.err = scrapeHistogram(ctx, urls, series, mark)
+	return s
+}
+
+// finish reads the histogram again: what it counted during the run, or
+// why it could not be read.
+func (s *stage) finish() (*Latency, string) {
+	if s == nil {
+		return nil, ""
+	}
+	if s.err != nil {
+		return nil, s.err.Error()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	after, err := scrapeHistogram(ctx, s.urls, s.series, s.mark)
+	if err != nil {
+		return nil, err.Error()
+	}
+	l, err := after.since(s.before).latency()
+	if err != nil {
+		return nil, err.Error()
+	}
+	return &l, ""
 }

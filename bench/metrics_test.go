@@ -11,16 +11,22 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 )
 
-// The gateway stage of the unicast report reads the gateways' own
-// VictoriaMetrics histograms over HTTP, as served, adds the gateways up and
-// subtracts what they held before the run.
-func TestGatewayLatencyFromMetrics(t *testing.T) {
+// The unicast report's stages read the servers' own VictoriaMetrics
+// histograms over HTTP, as served: one series by name and labels, added up
+// over the gateways, less what they held before the run.
+func TestLatencyStagesFromMetrics(t *testing.T) {
 	var urls []string
 	var hs []*metrics.Histogram
+	var push *metrics.Histogram
 	for i := 0; i < 2; i++ {
 		set := metrics.NewSet()
-		set.NewGauge("herald_gateway_connections", func() float64 { return 1 })
+		set.NewGauge(gatewayMark, func() float64 { return 1 })
 		hs = append(hs, set.NewHistogram(deliveryLatency))
+		if i == 0 { // the API's page, with a series of the same name per route
+			set.NewGauge(dispatcherMark, func() float64 { return 1 })
+			push = set.NewHistogram(pushLatency)
+			set.NewHistogram(`herald_http_request_duration_seconds{route="pushes"}`).Update(9)
+		}
 		// A longer name with the same prefix, which must not be read.
 		set.NewHistogram(deliveryLatency + "_other").Update(1)
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { set.WritePrometheus(w) }))
@@ -31,7 +37,7 @@ func TestGatewayLatencyFromMetrics(t *testing.T) {
 	defer cancel()
 
 	// A fresh gateway's page has no histogram yet: empty, not an error.
-	fresh, err := scrapeHistogram(ctx, urls, deliveryLatency)
+	fresh, err := scrapeHistogram(ctx, urls, deliveryLatency, gatewayMark)
 	if err != nil || len(fresh.buckets) != 0 || fresh.count != 0 {
 		t.Fatalf("fresh gateways: %+v, %v", fresh, err)
 	}
@@ -40,7 +46,7 @@ func TestGatewayLatencyFromMetrics(t *testing.T) {
 	for i := 0; i < 1000; i++ {
 		hs[i%2].Update(5)
 	}
-	before, err := scrapeHistogram(ctx, urls, deliveryLatency)
+	before, err := scrapeHistogram(ctx, urls, deliveryLatency, gatewayMark)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +54,7 @@ func TestGatewayLatencyFromMetrics(t *testing.T) {
 	for i := 1; i <= 1000; i++ {
 		hs[(i-1)/500].Update(float64(i) / 1000)
 	}
-	after, err := scrapeHistogram(ctx, urls, deliveryLatency)
+	after, err := scrapeHistogram(ctx, urls, deliveryLatency, gatewayMark)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,9 +79,28 @@ func TestGatewayLatencyFromMetrics(t *testing.T) {
 		t.Errorf("max = %.2f ms, want the upper bound of 1000 ms's bucket", l.Max)
 	}
 
+	// A series with labels: the push route only, before and after.
+	pb, err := scrapeHistogram(ctx, urls[:1], pushLatency, dispatcherMark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 100; i++ {
+		push.Update(float64(i) / 1000)
+	}
+	pa, err := scrapeHistogram(ctx, urls[:1], pushLatency, dispatcherMark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl, err := pa.since(pb).latency(); err != nil || pl.Count != 100 || math.Abs(pl.P50-50)/50 > 0.14 || math.Abs(pl.Mean-50.5)/50.5 > 0.01 {
+		t.Errorf("push route: %+v, %v; want 100 values, p50 and mean 50 ms", pl, err)
+	}
+	if _, err := scrapeHistogram(ctx, urls[1:], pushLatency, dispatcherMark); err == nil {
+		t.Error("a gateway's page read as the API's")
+	}
+
 	notGateway := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("go_goroutines 7\n")) }))
 	defer notGateway.Close()
-	if _, err := scrapeHistogram(ctx, []string{urls[0], notGateway.URL}, deliveryLatency); err == nil {
+	if _, err := scrapeHistogram(ctx, []string{urls[0], notGateway.URL}, deliveryLatency, gatewayMark); err == nil {
 		t.Error("a page that is not a gateway's read as an empty histogram")
 	}
 	empty, err := before.since(before).latency()

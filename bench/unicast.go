@@ -1,10 +1,10 @@
 package bench
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,9 +39,17 @@ type UnicastConfig struct {
 	Metrics []string
 }
 
-// deliveryLatency is the gateway's histogram of live messages from stored
-// in JetStream to queued on the device's connection.
-const deliveryLatency = "herald_gateway_delivery_latency_seconds"
+// The servers' own latency histograms the unicast report reads: the
+// gateway's of live messages from stored in JetStream to queued on the
+// device's connection, and the API's of handling a push (request read →
+// 200 written, every message stored), each with a metric that marks the
+// node's page.
+const (
+	deliveryLatency = "herald_gateway_delivery_latency_seconds"
+	gatewayMark     = "herald_gateway_connections"
+	pushLatency     = `herald_http_request_duration_seconds{route="push"}`
+	dispatcherMark  = `herald_up{component="dispatcher"}`
+)
 
 // Latency is a latency distribution in milliseconds.
 type Latency struct {
@@ -85,6 +93,10 @@ type UnicastResult struct {
 	// PublishLatency is per request, from when it was due (at a fixed
 	// rate) or sent to its 200: every message of it stored.
 	PublishLatency Latency `json:"publish_latency"`
+	// ServerLatency is the API's own histogram of handling a push over
+	// the run: request read → 200 written, ±7%.
+	ServerLatency *Latency `json:"server_push_latency,omitempty"`
+	ServerError   string   `json:"server_push_latency_error,omitempty"`
 	// GatewayLatency is the gateways' own histogram over the run (with
 	// Metrics): stored → queued for the device's socket, ±7%.
 	GatewayLatency *Latency `json:"gateway_latency,omitempty"`
@@ -174,15 +186,8 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 	defer p.stop()
 
 	res := &UnicastResult{Devices: cfg.Devices}
-	var gwBefore vmHistogram
-	if len(cfg.Metrics) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		gwBefore, err = scrapeHistogram(ctx, cfg.Metrics, deliveryLatency)
-		cancel()
-		if err != nil {
-			res.GatewayError = err.Error()
-		}
-	}
+	serverStage := newStage([]string{strings.TrimSuffix(cfg.API, "/") + "/metrics"}, pushLatency, dispatcherMark)
+	gatewayStage := newStage(cfg.Metrics, deliveryLatency, gatewayMark)
 	start := time.Now()
 	recMu.Lock()
 	rec = newRecorder(start)
@@ -282,20 +287,8 @@ loop:
 		fmt.Fprintln(cfg.Progress)
 	}
 	got, dups := p.totals()
-	if len(cfg.Metrics) > 0 && res.GatewayError == "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		after, err := scrapeHistogram(ctx, cfg.Metrics, deliveryLatency)
-		cancel()
-		if err == nil {
-			var l Latency
-			if l, err = after.since(gwBefore).latency(); err == nil {
-				res.GatewayLatency = &l
-			}
-		}
-		if err != nil {
-			res.GatewayError = err.Error()
-		}
-	}
+	res.ServerLatency, res.ServerError = serverStage.finish()
+	res.GatewayLatency, res.GatewayError = gatewayStage.finish()
 	if cfg.AdminKey != "" {
 		// The gateway writes cursors once per cursor_flush (1 s by default);
 		// the devices may hold their ACK for AckDelay.
@@ -349,6 +342,14 @@ func (r *UnicastResult) Table(w io.Writer) {
 	l = r.PublishLatency
 	fmt.Fprintf(w, "  of it, publish (due -> 200: all its messages stored): p50 %.2f ms, p90 %.2f, p99 %.2f, p99.9 %.2f, max %.2f (n=%d requests)\n",
 		l.P50, l.P90, l.P99, l.P999, l.Max, l.Count)
+	switch {
+	case r.ServerLatency != nil:
+		l = *r.ServerLatency
+		fmt.Fprintf(w, "    of that, the API's handling (request read -> 200 written, its /metrics, ±7%%): p50 %.2f ms, p90 %.2f, p99 %.2f, p99.9 %.2f (n=%d)\n",
+			l.P50, l.P90, l.P99, l.P999, l.Count)
+	case r.ServerError != "":
+		fmt.Fprintf(w, "    the API's handling not read: %s\n", r.ServerError)
+	}
 	switch {
 	case r.GatewayLatency != nil:
 		l = *r.GatewayLatency

@@ -143,11 +143,12 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 		!strings.Contains(out, "acknowledged: 50/50 devices' server cursors at their last message\n") {
 		t.Fatalf("unicast output:\n%s", out)
 	}
-	// Where the latency goes: each request's publish, and the gateway's
-	// own histogram over the run, both with counts.
+	// Where the latency goes: each request's publish, the API's and the
+	// gateway's own histograms over the run, each with a count.
 	for _, re := range []string{
 		`of it, publish \(due -> 200: all its messages stored\): p50 [0-9.]+ ms, .* \(n=[1-9][0-9]* requests\)`,
 		`of it, gateway \(stored -> queued for the device, its /metrics, ±7%\): p50 [0-9.]+ ms, .* \(n=[1-9][0-9]*\)`,
+		`of that, the API's handling \(request read -> 200 written, its /metrics, ±7%\): p50 [0-9.]+ ms, .* \(n=[1-9][0-9]*\)`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Fatalf("unicast output has no line matching %s:\n%s", re, out)

@@ -8,9 +8,9 @@
 # One line per run (time, server, target, delivered and acknowledged per
 # second, devices acknowledged, p50 and p99 ms, lost, the server's CPU over
 # the middle of the run in % of one core; then where the latency goes, as
-# p50/p99 ms: pub= each request's publish, due -> 200, and gw= the
-# gateway's stored -> queued for the device), then the medians per server
-# and target. This machine's speed drifts by a third within an hour, so compare
+# p50/p99 ms: pub= each request's publish, due -> 200; api= the API's
+# handling of it, request read -> 200 written; gw= the gateway's stored ->
+# queued for the device), then the medians per server and target. This machine's speed drifts by a third within an hour, so compare
 # servers only in turns: SERVERS="old/bin/herald bin/herald" runs each
 # round's A and B on every server in turn (the load generator is always
 # this repository's build).
@@ -62,7 +62,7 @@ run() {
   kill "$sp" 2>/dev/null || true
   wait "$sp" 2>/dev/null || true
   rm -rf "$data"
-  local out tp acked p50 p99 lost pub gwl
+  local out tp acked p50 p99 lost pub gwl api
   out=$(tr '\r' '\n' <"$TMP/bench.out")
   tp=$(grep -oP 'delivered: \d+, \K\d+' <<<"$out" || echo -)
   acked=$(grep -oP 'acknowledged: \K\d+/\d+' <<<"$out" || echo -)
@@ -73,8 +73,9 @@ run() {
   # and of the gateway's stored -> queued for the device.
   pub=$(grep -oP 'of it, publish .* p50 \K[0-9.]+ ms, p90 [0-9.]+, p99 [0-9.]+' <<<"$out" | sed 's/ ms, p90 [0-9.]*, p99 /\//' || echo -)
   gwl=$(grep -oP 'of it, gateway .* p50 \K[0-9.]+ ms, p90 [0-9.]+, p99 [0-9.]+' <<<"$out" | sed 's/ ms, p90 [0-9.]*, p99 /\//' || echo -)
+  api=$(grep -oP "of that, the API's handling .* p50 \K[0-9.]+ ms, p90 [0-9.]+, p99 [0-9.]+" <<<"$out" | sed 's/ ms, p90 [0-9.]*, p99 /\//' || echo -)
   local line
-  line="$(date -u +%H:%M:%S) $server $target ${tp}/s acked=$acked p50=$p50 p99=$p99 lost=$lost cpu=$(( (c2 - c1) * 100 / (hz * 6) ))% pub=${pub:--} gw=${gwl:--}"
+  line="$(date -u +%H:%M:%S) $server $target ${tp}/s acked=$acked p50=$p50 p99=$p99 lost=$lost cpu=$(( (c2 - c1) * 100 / (hz * 6) ))% pub=${pub:--} api=${api:--} gw=${gwl:--}"
   echo "$line"
   echo "$line" >>"$RESULTS"
 }
