@@ -9,6 +9,8 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -102,13 +104,6 @@ type vmHistogram struct {
 // (herald_gateway_connections: a gateway's page).
 func scrapeHistogram(ctx context.Context, urls []string, series, mark string) (vmHistogram, error) {
 	h := vmHistogram{buckets: map[string]float64{}}
-	name, labels, _ := strings.Cut(series, "{")
-	labels = strings.TrimSuffix(labels, "}")
-	bucket, sumKey, countKey := name+`_bucket{vmrange="`, name+"_sum", name+"_count"
-	if labels != "" {
-		bucket = name + "_bucket{" + labels + `,vmrange="`
-		sumKey, countKey = name+"_sum{"+labels+"}", name+"_count{"+labels+"}"
-	}
 	for _, url := range urls {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
@@ -122,41 +117,66 @@ func scrapeHistogram(ctx context.Context, urls []string, series, mark string) (v
 			resp.Body.Close()
 			return h, fmt.Errorf("bench: %s answered %s", url, resp.Status)
 		}
-		found := false
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			key, val, ok := strings.Cut(sc.Text(), " ")
-			if key == mark {
-				found = true
-			}
-			if !ok || !strings.HasPrefix(key, name) {
-				continue
-			}
-			v, err := strconv.ParseFloat(val, 64)
-			if err != nil {
-				continue
-			}
-			switch {
-			case key == sumKey:
-				h.sum += v
-			case key == countKey:
-				h.count += v
-			case strings.HasPrefix(key, bucket) && strings.HasSuffix(key, `"}`):
-				h.buckets[key[len(bucket):len(key)-2]] += v
-			}
-		}
-		err = sc.Err()
+		err = h.read(resp.Body, series, mark)
 		resp.Body.Close()
 		if err != nil {
-			return h, err
-		}
-		if !found {
-			return h, fmt.Errorf("bench: %s lacks %s: not the metrics of the right kind of node", url, mark)
+			return h, fmt.Errorf("bench: %s: %w", url, err)
 		}
 	}
 	return h, nil
 }
+
+// read adds the series' buckets, sum and count from one Prometheus text
+// page to h. The page must have the line mark; a value that is not a
+// number from 0 to maxSample is an error.
+func (h *vmHistogram) read(page io.Reader, series, mark string) error {
+	name, labels, _ := strings.Cut(series, "{")
+	labels = strings.TrimSuffix(labels, "}")
+	bucket, sumKey, countKey := name+`_bucket{vmrange="`, name+"_sum", name+"_count"
+	if labels != "" {
+		bucket = name + "_bucket{" + labels + `,vmrange="`
+		sumKey, countKey = name+"_sum{"+labels+"}", name+"_count{"+labels+"}"
+	}
+	found := false
+	sc := bufio.NewScanner(page)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		key, val, _ := strings.Cut(sc.Text(), " ")
+		if key == mark {
+			found = true
+		}
+		isBucket := len(key) >= len(bucket)+2 && strings.HasPrefix(key, bucket) && strings.HasSuffix(key, `"}`)
+		if key != sumKey && key != countKey && !isBucket {
+			continue
+		}
+		v, err := strconv.ParseFloat(val, 64)
+		if err != nil || !(v >= 0 && v <= maxSample) {
+			return fmt.Errorf("bad value %.40q of %.200s", val, key)
+		}
+		switch {
+		case key == sumKey:
+			h.sum += v
+		case key == countKey:
+			h.count += v
+		default:
+			h.buckets[key[len(bucket):len(key)-2]] += v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("no %s: not the metrics of the right kind of node", mark)
+	}
+	return nil
+}
+
+// maxSample bounds a count or sum read from a page (no gateway counts
+// 10^15 of anything), so that adding them up stays finite.
+const maxSample = 1e15
+
+// maxBound is VictoriaMetrics' highest finite bucket bound, in seconds.
+const maxBound = 1e18
 
 // since is what h counted after before was read.
 func (h vmHistogram) since(before vmHistogram) vmHistogram {
@@ -181,8 +201,14 @@ func (h vmHistogram) latency() (Latency, error) {
 		los, his, ok := strings.Cut(r, "...")
 		lo, err1 := strconv.ParseFloat(los, 64)
 		hi, err2 := strconv.ParseFloat(his, 64)
-		if !ok || err1 != nil || err2 != nil {
-			return Latency{}, fmt.Errorf("bench: bad vmrange %q", r)
+		if math.IsInf(hi, 1) { // VictoriaMetrics' last bucket: "1.000e+18...+Inf"
+			hi = lo
+		}
+		if !ok || err1 != nil || err2 != nil || !(0 <= lo && lo <= hi && hi <= maxBound) {
+			return Latency{}, fmt.Errorf("bench: bad vmrange %.80q", r)
+		}
+		if n <= 0 {
+			continue
 		}
 		bs = append(bs, bkt{lo, hi, n})
 		total += n
@@ -201,8 +227,11 @@ func (h vmHistogram) latency() (Latency, error) {
 		}
 		return bs[len(bs)-1].hi * 1000
 	}
-	l := Latency{Count: int64(total), P50: at(0.50), P90: at(0.90), P99: at(0.99), P999: at(0.999), Max: bs[len(bs)-1].hi * 1000}
-	if h.count > 0 {
+	l := Latency{Count: int64(total), P50: at(0.50), P90: at(0.90), P99: at(0.99), P999: at(0.999)}
+	for _, b := range bs {
+		l.Max = max(l.Max, b.hi*1000)
+	}
+	if h.count >= 1 {
 		l.Mean = h.sum / h.count * 1000
 	}
 	return l, nil

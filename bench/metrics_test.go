@@ -1,10 +1,13 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,4 +110,55 @@ func TestLatencyStagesFromMetrics(t *testing.T) {
 	if err != nil || empty.Count != 0 {
 		t.Errorf("nothing since: %+v, %v", empty, err)
 	}
+}
+
+// FuzzMetricsPage: whatever a /metrics page holds, reading a histogram
+// from it and summarizing it never panics, and a summary it gives is
+// finite, within its buckets and encodable as JSON.
+func FuzzMetricsPage(f *testing.F) {
+	set := metrics.NewSet()
+	set.NewGauge(gatewayMark, func() float64 { return 1 })
+	set.NewGauge(dispatcherMark, func() float64 { return 1 })
+	for i := 1; i < 50; i++ {
+		set.GetOrCreateHistogram(deliveryLatency).Update(float64(i) / 700)
+		set.GetOrCreateHistogram(pushLatency).Update(float64(i*i) / 100)
+	}
+	var page bytes.Buffer
+	set.WritePrometheus(&page)
+	f.Add(page.String())
+	f.Add(gatewayMark + " 1\n" + deliveryLatency + `_bucket{vmrange="}` + " 3\n")
+	f.Add(gatewayMark + " 1\n" + deliveryLatency + `_bucket{vmrange="1e-3...+Inf"} 3` + "\n" + deliveryLatency + "_count 0.5\n")
+	f.Add(dispatcherMark + " 1\n" + `herald_http_request_duration_seconds_bucket{route="push",vmrange="2...1"} 1` + "\n")
+	f.Add(gatewayMark + " 1\n" + deliveryLatency + `_bucket{vmrange="1e300...1e301"} NaN` + "\n")
+	f.Fuzz(func(t *testing.T, page string) {
+		for _, k := range []struct{ series, mark string }{{deliveryLatency, gatewayMark}, {pushLatency, dispatcherMark}} {
+			h := vmHistogram{buckets: map[string]float64{}}
+			if err := h.read(strings.NewReader(page), k.series, k.mark); err != nil {
+				continue
+			}
+			if d, err := h.since(h).latency(); err != nil || d.Count != 0 {
+				t.Fatalf("nothing since itself: %+v, %v", d, err)
+			}
+			l, err := h.latency()
+			if err != nil {
+				continue
+			}
+			for _, v := range []float64{l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean} {
+				if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+					t.Fatalf("summary %+v of %q", l, page)
+				}
+			}
+			for _, v := range []float64{l.P50, l.P90, l.P99, l.P999} {
+				if v > l.Max {
+					t.Fatalf("a quantile above the highest bucket: %+v", l)
+				}
+			}
+			if l.Count < 0 {
+				t.Fatalf("count %d", l.Count)
+			}
+			if _, err := json.Marshal(l); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }

@@ -23,6 +23,7 @@ TARGETS=(
   client:FuzzWSStream
   client:FuzzClientSession
   token:FuzzVerify
+  bench:FuzzMetricsPage
 )
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
