@@ -27,22 +27,32 @@ type Scrape struct {
 	HeapInuse   float64 `json:"heap_inuse_bytes"`
 }
 
-// scrape reads the process and gateway gauges from a Prometheus text page.
-func scrape(ctx context.Context, url string) (Scrape, error) {
-	s := Scrape{URL: url}
+// getPage GETs a /metrics page; the caller closes the body.
+func getPage(ctx context.Context, url string) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return s, err
+		return nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return s, fmt.Errorf("bench: cannot read metrics from %s: %w", url, err)
+		return nil, fmt.Errorf("bench: cannot read metrics from %s: %w", url, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return s, fmt.Errorf("bench: %s answered %s", url, resp.Status)
+		resp.Body.Close()
+		return nil, fmt.Errorf("bench: %s answered %s", url, resp.Status)
 	}
-	sc := bufio.NewScanner(resp.Body)
+	return resp.Body, nil
+}
+
+// scrape reads the process and gateway gauges from a Prometheus text page.
+func scrape(ctx context.Context, url string) (Scrape, error) {
+	s := Scrape{URL: url}
+	body, err := getPage(ctx, url)
+	if err != nil {
+		return s, err
+	}
+	defer body.Close()
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	found := 0
 	for sc.Scan() {
@@ -105,20 +115,12 @@ type vmHistogram struct {
 func scrapeHistogram(ctx context.Context, urls []string, series, mark string) (vmHistogram, error) {
 	h := vmHistogram{buckets: map[string]float64{}}
 	for _, url := range urls {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		body, err := getPage(ctx, url)
 		if err != nil {
 			return h, err
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return h, fmt.Errorf("bench: cannot read metrics from %s: %w", url, err)
-		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			return h, fmt.Errorf("bench: %s answered %s", url, resp.Status)
-		}
-		err = h.read(resp.Body, series, mark)
-		resp.Body.Close()
+		err = h.read(body, series, mark)
+		body.Close()
 		if err != nil {
 			return h, fmt.Errorf("bench: %s: %w", url, err)
 		}

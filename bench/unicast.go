@@ -342,23 +342,21 @@ func (r *UnicastResult) Table(w io.Writer) {
 	l = r.PublishLatency
 	fmt.Fprintf(w, "  of it, publish (due -> 200: all its messages stored): p50 %.2f ms, p90 %.2f, p99 %.2f, p99.9 %.2f, max %.2f (n=%d requests)\n",
 		l.P50, l.P90, l.P99, l.P999, l.Max, l.Count)
-	switch {
-	case r.ServerLatency != nil:
-		l = *r.ServerLatency
-		fmt.Fprintf(w, "    of that, the API's handling (request read -> 200 written, its /metrics, ±7%%): p50 %.2f ms, p90 %.2f, p99 %.2f, p99.9 %.2f (n=%d)\n",
-			l.P50, l.P90, l.P99, l.P999, l.Count)
-	case r.ServerError != "":
-		fmt.Fprintf(w, "    the API's handling not read: %s\n", r.ServerError)
-	}
-	switch {
-	case r.GatewayLatency != nil:
-		l = *r.GatewayLatency
-		fmt.Fprintf(w, "  of it, gateway (stored -> queued for the device, its /metrics, ±7%%): p50 %.2f ms, p90 %.2f, p99 %.2f, p99.9 %.2f (n=%d)\n",
-			l.P50, l.P90, l.P99, l.P999, l.Count)
-	case r.GatewayError != "":
-		fmt.Fprintf(w, "  gateway latency not read: %s\n", r.GatewayError)
-	}
+	printStage(w, "    of that, the API's handling (request read -> 200 written", r.ServerLatency, r.ServerError)
+	printStage(w, "  of it, gateway (stored -> queued for the device", r.GatewayLatency, r.GatewayError)
 	if r.FirstError != "" {
 		fmt.Fprintln(w, "first error:", r.FirstError)
+	}
+}
+
+// printStage prints a stage read from a server's /metrics, or why it
+// could not be read.
+func printStage(w io.Writer, what string, l *Latency, err string) {
+	switch {
+	case l != nil:
+		fmt.Fprintf(w, "%s, its /metrics, ±7%%): p50 %.2f ms, p90 %.2f, p99 %.2f, p99.9 %.2f (n=%d)\n",
+			what, l.P50, l.P90, l.P99, l.P999, l.Count)
+	case err != "":
+		fmt.Fprintf(w, "%s): not read: %s\n", what, err)
 	}
 }
