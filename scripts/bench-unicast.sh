@@ -10,8 +10,9 @@
 # the middle of the run in % of one core; then where the latency goes, as
 # p50/p99 ms: pub= each request's publish, due -> 200; api= the API's
 # handling of it, request read -> 200 written; gw= the gateway's stored ->
-# queued for the device), then the medians per server and target. This machine's speed drifts by a third within an hour, so compare
-# servers only in turns: SERVERS="old/bin/herald bin/herald" runs each
+# queued for the device), then the medians per server and target. This
+# machine's speed drifts by a third within an hour, so compare servers
+# only in turns: SERVERS="old/bin/herald bin/herald" runs each
 # round's A and B on every server in turn (the load generator is always
 # this repository's build).
 #
@@ -69,8 +70,8 @@ run() {
   p50=$(grep -oP 'end-to-end latency.* p50 \K[0-9.]+' <<<"$out" || echo -)
   p99=$(grep -oP 'end-to-end latency.* p99 \K[0-9.]+' <<<"$out" || echo -)
   lost=$(grep -oP 'lost \K\d+' <<<"$out" || echo -)
-  # Where the latency goes: p50/p99 of each request's publish (due -> 200)
-  # and of the gateway's stored -> queued for the device.
+  # Where the latency goes, p50/p99: each request's publish (due -> 200),
+  # the API's handling of it, the gateway's stored -> queued for the device.
   pub=$(grep -oP 'of it, publish .* p50 \K[0-9.]+ ms, p90 [0-9.]+, p99 [0-9.]+' <<<"$out" | sed 's/ ms, p90 [0-9.]*, p99 /\//' || echo -)
   gwl=$(grep -oP 'of it, gateway .* p50 \K[0-9.]+ ms, p90 [0-9.]+, p99 [0-9.]+' <<<"$out" | sed 's/ ms, p90 [0-9.]*, p99 /\//' || echo -)
   api=$(grep -oP "of that, the API's handling .* p50 \K[0-9.]+ ms, p90 [0-9.]+, p99 [0-9.]+" <<<"$out" | sed 's/ ms, p90 [0-9.]*, p99 /\//' || echo -)
