@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -94,4 +95,61 @@ func storedCount(body []byte) (int, error) {
 		return 0, fmt.Errorf("push answer is not a message list: %.200s", body)
 	}
 	return bytes.Count(body, seqKey), nil
+}
+
+// pacing is how one publisher sends: as fast as it can (Interval 0: one
+// request at a time, each sent when the one before is answered) or one
+// request every Interval from First, each sent when it is due, with up to
+// InFlight answers outstanding. A request due while InFlight are still
+// outstanding waits for one of them, and its latency counts from when it
+// was due (no coordinated omission either way).
+type pacing struct {
+	First, End time.Time
+	Interval   time.Duration
+	InFlight   int
+}
+
+// run sends requests until End. build fills dst with a request stamped
+// with its due time (from this goroutine only); push sends one; done hears
+// each answer and its latency, one call at a time. run returns once every
+// request sent has its answer.
+func (pc pacing) run(build func(dst []byte, due time.Time) []byte, push func(body []byte) (int, error), done func(n int, err error, latency time.Duration)) {
+	inFlight := pc.InFlight
+	if pc.Interval <= 0 || inFlight < 1 {
+		inFlight = 1
+	}
+	bufs := make(chan []byte, inFlight)
+	for range inFlight {
+		bufs <- nil
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	next := pc.First
+	for time.Now().Before(pc.End) {
+		due := time.Now()
+		if pc.Interval > 0 {
+			next = next.Add(pc.Interval)
+			if d := time.Until(next); d > 0 {
+				time.Sleep(d)
+			}
+			due = next
+		}
+		body := build(<-bufs, due)
+		wg.Add(1)
+		send := func() {
+			defer wg.Done()
+			n, err := push(body)
+			lat := time.Since(due)
+			mu.Lock()
+			done(n, err, lat)
+			mu.Unlock()
+			bufs <- body
+		}
+		if inFlight == 1 {
+			send()
+		} else {
+			go send()
+		}
+	}
+	wg.Wait()
 }

@@ -31,6 +31,12 @@ type UnicastConfig struct {
 	Users                 string
 	Progress              io.Writer
 	AckDelay              time.Duration // the devices' client.Config.AckDelay
+	// InFlight is, at a fixed Rate, how many requests each publisher may
+	// have unanswered at once: each request goes out when it is due, as
+	// from many independent backends, unless InFlight are outstanding
+	// (1: the next waits for the answer before). As fast as they can, each
+	// publisher has one at a time.
+	InFlight int
 	// AdminKey, if set, lets the bench confirm through the admin API that
 	// every device's server cursor reached the last message it received.
 	AdminKey string
@@ -165,7 +171,10 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 	if cfg.Users == "" {
 		cfg.Users = "uni"
 	}
-	pub, err := newPublisher(cfg.API, cfg.App, cfg.Key, cfg.Publishers)
+	if cfg.InFlight < 1 || cfg.Rate <= 0 {
+		cfg.InFlight = 1
+	}
+	pub, err := newPublisher(cfg.API, cfg.App, cfg.Key, cfg.Publishers*cfg.InFlight)
 	if err != nil {
 		return nil, err
 	}
@@ -205,6 +214,15 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 		wg.Add(1)
 		lat := hdrhistogram.New(1, 60_000_000, 3)
 		pubLat[w] = lat
+		// Publisher w runs w/Publishers of an interval behind the first,
+		// so the requests of a fixed rate arrive spread over each interval
+		// instead of all at its start (which would turn 20,000/s into one
+		// burst of Publishers requests per interval).
+		pc := pacing{First: start, End: end, InFlight: cfg.InFlight}
+		if perPub > 0 {
+			pc.Interval = time.Duration(float64(time.Second) / perPub)
+			pc.First = start.Add(pc.Interval * time.Duration(w) / time.Duration(cfg.Publishers))
+		}
 		go func() {
 			defer wg.Done()
 			users := make([]string, cfg.PerRequest)
@@ -212,28 +230,7 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 			for i := range order {
 				order[i] = i
 			}
-			var body []byte
-			// Publisher w runs w/Publishers of an interval behind the
-			// first, so the requests of a fixed rate arrive spread over
-			// each interval instead of all at its start (which would turn
-			// 20,000/s into one burst of Publishers requests per interval).
-			next := start
-			if perPub > 0 {
-				next = start.Add(time.Duration(float64(time.Second) / perPub * float64(w) / float64(cfg.Publishers)))
-			}
-			for time.Now().Before(end) {
-				// At a fixed rate a message's latency counts from when it
-				// was due, not from when a publisher that fell behind got
-				// to it (no coordinated omission: a slow server cannot
-				// hide its queue by slowing the publishers down).
-				sent := time.Now()
-				if perPub > 0 {
-					next = next.Add(time.Duration(float64(time.Second) / perPub))
-					if d := time.Until(next); d > 0 {
-						time.Sleep(d)
-					}
-					sent = next
-				}
+			build := func(dst []byte, due time.Time) []byte {
 				// Distinct users (the API stores a repeated user once), so
 				// --rate and --per-request count messages exactly.
 				for i := range users {
@@ -241,18 +238,19 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 					order[i], order[j] = order[j], order[i]
 					users[i] = p.devices[order[i]].user
 				}
-				body = stampedBody(body, users, cfg.Payload, sent)
-				n, err := pub.push(body)
+				return stampedBody(dst, users, cfg.Payload, due)
+			}
+			pc.run(build, pub.push, func(n int, err error, latency time.Duration) {
 				requests.Add(1)
 				if err != nil {
 					errs.Add(1)
 					s := err.Error()
 					firstErr.CompareAndSwap(nil, &s)
-					continue
+					return
 				}
 				accepted.Add(int64(n))
-				_ = lat.RecordValue(max(time.Since(sent).Microseconds(), 1))
-			}
+				_ = lat.RecordValue(max(latency.Microseconds(), 1))
+			})
 		}()
 	}
 	// Progress while publishing.

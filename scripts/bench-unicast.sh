@@ -5,6 +5,12 @@
 #   A  herald bench unicast --devices 1000 --duration 15s --publishers 16 --per-request 100 --ack-delay 500ms
 #   B  herald bench unicast --devices 1000 --duration 15s --publishers 8 --per-request 100 --rate 20000 --ack-delay 500ms
 #
+# and, only when TARGETS names it, B's publishers each waiting for an
+# answer before the next request (as the bench did before --in-flight;
+# latency still counts from when each request was due):
+#
+#   C  the same as B with --in-flight 1
+#
 # One line per run (time, server, target, delivered and acknowledged per
 # second, devices acknowledged, p50 and p99 ms, lost, the server's CPU over
 # the middle of the run in % of one core; then where the latency goes, as
@@ -19,6 +25,7 @@
 #   ROUNDS=10 scripts/bench-unicast.sh
 #   ROUNDS=8 SERVERS="/tmp/herald-before bin/herald" scripts/bench-unicast.sh
 #   ROUNDS=8 TARGETS=B scripts/bench-unicast.sh     # only the latency target
+#   ROUNDS=5 TARGETS="B C" scripts/bench-unicast.sh # B in turns with C
 #   PROBE=1 ROUNDS=6 scripts/bench-unicast.sh       # the machine's speed before each round
 #
 # With PROBE=1 each round starts with a line from scripts/probe (a few
@@ -37,6 +44,7 @@ for s in $SERVERS; do [[ -x "$s" ]] || { echo "no executable server $s" >&2; exi
 
 A=(--devices 1000 --duration 15s --publishers 16 --per-request 100 --ack-delay 500ms)
 B=(--devices 1000 --duration 15s --publishers 8 --per-request 100 --rate 20000 --ack-delay 500ms)
+C=("${B[@]}" --in-flight 1)
 hz=$(getconf CLK_TCK)
 RESULTS="$TMP/results"
 : >"$RESULTS"
@@ -86,6 +94,7 @@ for r in $(seq "$ROUNDS"); do
   if [[ "${PROBE:-}" == 1 ]]; then "$TMP/probe"; fi
   if [[ " $TARGETS " == *" A "* ]]; then for s in $SERVERS; do run "$s" A "${A[@]}"; done; fi
   if [[ " $TARGETS " == *" B "* ]]; then for s in $SERVERS; do run "$s" B "${B[@]}"; done; fi
+  if [[ " $TARGETS " == *" C "* ]]; then for s in $SERVERS; do run "$s" C "${C[@]}"; done; fi
 done
 
 echo "medians over $ROUNDS rounds:"
@@ -105,7 +114,7 @@ for s in $SERVERS; do
       }
       END {
         if (t == "A") printf "%s  A: %d/s delivered and acknowledged, server CPU %d%% of a core\n", s, median(tp, n), median(cpu, n)
-        else printf "%s  B: p99 %.2f ms, p50 %.2f ms at %d/s, server CPU %d%% of a core\n", s, median(p99, n), median(p50, n), median(tp, n), median(cpu, n)
+        else printf "%s  %s: p99 %.2f ms, p50 %.2f ms at %d/s, server CPU %d%% of a core\n", s, t, median(p99, n), median(p50, n), median(tp, n), median(cpu, n)
       }' "$RESULTS"
   done
 done
