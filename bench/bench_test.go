@@ -38,6 +38,16 @@ func TestOnlyLoopback(t *testing.T) {
 }
 
 // A request names distinct users, so it cannot name more than there are.
+func TestUnicastInFlightBounded(t *testing.T) {
+	for _, n := range []int{-1, MaxInFlight + 1} {
+		_, err := RunUnicast(UnicastConfig{API: "http://127.0.0.1:1", Gateways: []string{"127.0.0.1:1"}, Sources: []string{"127.0.0.2"},
+			Devices: 10, Publishers: 1, PerRequest: 1, Rate: 100, InFlight: n, Duration: time.Second})
+		if err == nil || !strings.Contains(err.Error(), "--in-flight") {
+			t.Fatalf("in flight %d: got %v", n, err)
+		}
+	}
+}
+
 func TestUnicastPerRequestAtMostDevices(t *testing.T) {
 	_, err := RunUnicast(UnicastConfig{API: "http://127.0.0.1:1", Gateways: []string{"127.0.0.1:1"}, Sources: []string{"127.0.0.2"},
 		Devices: 10, Publishers: 1, PerRequest: 11, Duration: time.Second})

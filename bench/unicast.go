@@ -35,7 +35,7 @@ type UnicastConfig struct {
 	// have unanswered at once: each request goes out when it is due, as
 	// from many independent backends, unless InFlight are outstanding
 	// (1: the next waits for the answer before). As fast as they can, each
-	// publisher has one at a time.
+	// publisher has one at a time. 0 is 1; at most MaxInFlight.
 	InFlight int
 	// AdminKey, if set, lets the bench confirm through the admin API that
 	// every device's server cursor reached the last message it received.
@@ -44,6 +44,10 @@ type UnicastConfig struct {
 	// has the gateways' own latency, stored → queued for the device.
 	Metrics []string
 }
+
+// MaxInFlight bounds UnicastConfig.InFlight: each request in flight may
+// hold a connection to the API.
+const MaxInFlight = 256
 
 // The servers' own latency histograms the unicast report reads: the
 // gateway's of live messages from stored in JetStream to queued on the
@@ -167,6 +171,9 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 	}
 	if cfg.PerRequest > cfg.Devices {
 		return nil, fmt.Errorf("bench: --per-request %d is more than --devices %d (each request names distinct users)", cfg.PerRequest, cfg.Devices)
+	}
+	if cfg.InFlight < 0 || cfg.InFlight > MaxInFlight {
+		return nil, fmt.Errorf("bench: --in-flight %d is not between 1 and %d", cfg.InFlight, MaxInFlight)
 	}
 	if cfg.Users == "" {
 		cfg.Users = "uni"

@@ -155,13 +155,18 @@ func TestBenchUnicastAndStorm(t *testing.T) {
 		}
 	}
 	// A wrong admin key is said, not taken for a confirmation: the
-	// command fails.
-	u = start(t, dir, fmt.Sprintf("%s bench unicast --devices 10 --duration 1s --publishers 2 --per-request 2 --admin-key wrong --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3",
+	// command fails. At a fixed rate (200 messages/s for 1 s: two
+	// publishers each sending a 2-user request every 20 ms when due) the
+	// count is the rate's.
+	u = start(t, dir, fmt.Sprintf("%s bench unicast --devices 10 --duration 1s --publishers 2 --per-request 2 --rate 200 --admin-key wrong --api http://%s --gateways %s --sources 127.0.0.2-127.0.0.3",
 		bin, api, dev))
 	err := u.wait(t, 60*time.Second)
 	if out := u.out.String(); err == nil || !strings.Contains(out, "acknowledged: 0/10 devices' server cursors at their last message; admin API: HTTP 401") ||
 		!strings.Contains(out, "10 of 10 devices' acknowledgements not confirmed") {
 		t.Fatalf("unicast with a wrong admin key: %v\n%s", err, out)
+	}
+	if out := u.out.String(); !regexp.MustCompile(`accepted \(stored\): (1[89][0-9]|200), `).MatchString(out) {
+		t.Fatalf("unicast at --rate 200 for 1s: want 180-200 messages accepted:\n%s", out)
 	}
 	svg, err := os.ReadFile(plot)
 	if err != nil || !strings.Contains(string(svg), "<polyline") {
