@@ -241,7 +241,7 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 	lf := addLoadFlags(fs, "uni")
 	publishers := fs.Int("publishers", 32, "concurrent publishing requests")
 	rate := fs.Int("rate", 0, "messages per second in all (0: as fast as possible)")
-	inFlight := fs.Int("in-flight", 8, "with --rate: requests each publisher may have unanswered at once; each goes out when due unless this many are (1: wait for each answer)")
+	inFlight := fs.Int("in-flight", 8, "with --rate: requests each publisher may have unanswered at once; each goes out when due unless this many are (1 to 256; 1: wait for each answer)")
 	duration := fs.Duration("duration", 20*time.Second, "how long to publish")
 	perRequest := fs.Int("per-request", 1, "users per publish request")
 	payload := fs.Int("payload", 100, "payload padding bytes after the timestamp")
