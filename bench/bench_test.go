@@ -37,7 +37,7 @@ func TestOnlyLoopback(t *testing.T) {
 	}
 }
 
-// A request names distinct users, so it cannot name more than there are.
+// Requests in flight per publisher are 1..MaxInFlight (0 in a config is 1).
 func TestUnicastInFlightBounded(t *testing.T) {
 	for _, n := range []int{-1, MaxInFlight + 1} {
 		_, err := RunUnicast(UnicastConfig{API: "http://127.0.0.1:1", Gateways: []string{"127.0.0.1:1"}, Sources: []string{"127.0.0.2"},
@@ -48,6 +48,7 @@ func TestUnicastInFlightBounded(t *testing.T) {
 	}
 }
 
+// A request names distinct users, so it cannot name more than there are.
 func TestUnicastPerRequestAtMostDevices(t *testing.T) {
 	_, err := RunUnicast(UnicastConfig{API: "http://127.0.0.1:1", Gateways: []string{"127.0.0.1:1"}, Sources: []string{"127.0.0.2"},
 		Devices: 10, Publishers: 1, PerRequest: 11, Duration: time.Second})

@@ -49,6 +49,16 @@ type UnicastConfig struct {
 // hold a connection to the API.
 const MaxInFlight = 256
 
+// CheckInFlight says whether n requests in flight per publisher is in
+// 1..MaxInFlight. RunUnicast lets a zero InFlight through as 1 (a zero
+// UnicastConfig); the command line, where 0 is typed, checks every value.
+func CheckInFlight(n int) error {
+	if n < 1 || n > MaxInFlight {
+		return fmt.Errorf("bench: --in-flight %d is not between 1 and %d", n, MaxInFlight)
+	}
+	return nil
+}
+
 // The servers' own latency histograms the unicast report reads: the
 // gateway's of live messages from stored in JetStream to queued on the
 // device's connection, and the API's of handling a push (request read →
@@ -172,8 +182,10 @@ func RunUnicast(cfg UnicastConfig) (*UnicastResult, error) {
 	if cfg.PerRequest > cfg.Devices {
 		return nil, fmt.Errorf("bench: --per-request %d is more than --devices %d (each request names distinct users)", cfg.PerRequest, cfg.Devices)
 	}
-	if cfg.InFlight < 0 || cfg.InFlight > MaxInFlight {
-		return nil, fmt.Errorf("bench: --in-flight %d is not between 1 and %d", cfg.InFlight, MaxInFlight)
+	if cfg.InFlight != 0 {
+		if err := CheckInFlight(cfg.InFlight); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Users == "" {
 		cfg.Users = "uni"

@@ -251,10 +251,9 @@ func benchUnicast(args []string, stdout, stderr io.Writer) error {
 	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
-	// The library takes InFlight 0 as 1 (a zero UnicastConfig); on the
-	// command line 0 is a mistake like any other number out of range.
-	if *inFlight < 1 || *inFlight > bench.MaxInFlight {
-		return fmt.Errorf("bench: --in-flight %d is not between 1 and %d", *inFlight, bench.MaxInFlight)
+	// On the command line 0 is a mistake like any other number out of range.
+	if err := bench.CheckInFlight(*inFlight); err != nil {
+		return err
 	}
 	src, stopProfile, err := lf.start()
 	if err != nil {
