@@ -120,15 +120,43 @@ func AutoReplicas(nc *nats.Conn) int {
 // the same replicated stream at the same moment (two dispatchers starting
 // together), JetStream may leave one request unanswered
 // (nats-io/nats.go#949); the retry finds the stream made and updates it.
+// It also tries again, after noPeersWait, while JetStream says no peers
+// are there to place the replicas: a cluster that has just started may
+// still count a peer as offline (TestMakeCluster saw a dispatcher stop on
+// it once).
 func ensure[T any](ctx context.Context, create func(context.Context) (T, error)) (T, error) {
 	for {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		v, err := create(actx)
 		cancel()
-		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+		if err == nil || ctx.Err() != nil {
+			return v, err
+		}
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+		case noPeers(err):
+			select {
+			case <-ctx.Done():
+				return v, err
+			case <-time.After(noPeersWait):
+			}
+		default:
 			return v, err
 		}
 	}
+}
+
+// jsErrNoPeers is JetStream's "no suitable peers for placement"
+// (nats-server's JSClusterNoPeersErr), which nats.go has no name for.
+const jsErrNoPeers jetstream.ErrorCode = 10005
+
+const noPeersWait = 250 * time.Millisecond
+
+// noPeers reports whether err is JetStream finding no peers to place
+// replicas on.
+func noPeers(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrNoPeers
 }
 
 // Open creates or updates the stream and buckets and returns a Store.

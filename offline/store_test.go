@@ -342,3 +342,35 @@ func TestAdvanceCursors(t *testing.T) {
 		t.Fatalf("after a delete: %+v, cursor %d", one[0], got)
 	}
 }
+
+// A cluster that has just started may say it has no peers to place
+// replicas on; ensure tries again until the create succeeds, and gives up
+// at once on any other JetStream error, or when ctx ends.
+func TestEnsureRetriesWhileNoPeers(t *testing.T) {
+	noPeersErr := &jetstream.APIError{Code: 400, ErrorCode: jsErrNoPeers, Description: "no suitable peers for placement, peer offline"}
+	calls := 0
+	v, err := ensure(context.Background(), func(context.Context) (int, error) {
+		calls++
+		if calls < 3 {
+			return 0, fmt.Errorf("create bucket: %w", noPeersErr)
+		}
+		return 7, nil
+	})
+	if err != nil || v != 7 || calls != 3 {
+		t.Fatalf("got %d, %v after %d calls; want 7, nil after 3", v, err, calls)
+	}
+
+	other := &jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeBadRequest, Description: "bad request"}
+	calls = 0
+	if _, err := ensure(context.Background(), func(context.Context) (int, error) { calls++; return 0, other }); !errors.Is(err, other) || calls != 1 {
+		t.Fatalf("another API error: %v after %d calls; want it after 1", err, calls)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = ensure(ctx, func(context.Context) (int, error) { return 0, noPeersErr })
+	if !noPeers(err) || time.Since(start) > 2*time.Second {
+		t.Fatalf("no peers until ctx ends: %v after %v; want the no-peers error once ctx ended", err, time.Since(start))
+	}
+}
