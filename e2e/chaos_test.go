@@ -136,7 +136,9 @@ func (c *chaosCluster) waitNATS(i int) {
 
 func (c *chaosCluster) startGateway(i int) {
 	p := start(c.t, c.dir, fmt.Sprintf("%s gateway --config gw%d.yaml", c.bin, i+1))
-	p.waitRunning(c.t, 30*time.Second, fmt.Sprintf("gateway %d", i+1))
+	// Longer than the gateway's own 30 s to start, so that a start that
+	// fails shows the gateway's error rather than an empty output.
+	p.waitRunning(c.t, 40*time.Second, fmt.Sprintf("gateway %d", i+1))
 	c.gw[i] = p
 }
 

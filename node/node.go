@@ -97,10 +97,12 @@ func Start(cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error
 			return n, err
 		}
 	}
+	log.Debug("stream and buckets ready", "stream", offline.StreamName, "replicated", n.Store.Replicated())
 	n.Apps, err = n.Store.WatchApps(ctx, log)
 	if err != nil {
 		return n, err
 	}
+	log.Debug("apps loaded")
 	if roles.Gateway {
 		n.Gateway = gateway.New(cfg.Gateway, gateway.Deps{NC: n.NC, Store: n.Store, Apps: n.Apps, Log: log, Version: Version})
 		if err := n.Gateway.Start(); err != nil {

@@ -126,7 +126,7 @@ func AutoReplicas(nc *nats.Conn) int {
 // it once).
 func ensure[T any](ctx context.Context, create func(context.Context) (T, error)) (T, error) {
 	for {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		v, err := create(actx)
 		cancel()
 		if err == nil || ctx.Err() != nil {
@@ -151,6 +151,11 @@ func ensure[T any](ctx context.Context, create func(context.Context) (T, error))
 const jsErrNoPeers jetstream.ErrorCode = 10005
 
 const noPeersWait = 250 * time.Millisecond
+
+// attemptTimeout is how long one JetStream request at start (a stream or
+// bucket made, updated or looked up) may go unanswered before it is sent
+// again.
+const attemptTimeout = 5 * time.Second
 
 // noPeers reports whether err is JetStream finding no peers to place
 // replicas on.
@@ -236,16 +241,32 @@ func Attach(ctx context.Context, nc *nats.Conn) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("offline: %w", err)
 	}
+	s, err := untilFound(ctx, attemptTimeout, 250*time.Millisecond, func(ctx context.Context) (*Store, error) { return attach(ctx, js) })
+	if err != nil {
+		return nil, fmt.Errorf("offline: stream %s and buckets not found (is a dispatcher or herald serve running?): %w", StreamName, err)
+	}
+	s.nc = nc
+	return s, nil
+}
+
+// untilFound calls find every wait until it succeeds or ctx ends, and
+// returns its last error then. Each call has attempt to answer: JetStream
+// may leave a request unanswered (see ensure), and a gateway started with
+// a cluster that has just made its streams then waited out the whole of
+// its start's 30 s on one STREAM.INFO (TestLostPulsesFillLostLiveCopies
+// saw a gateway silent that long once) instead of asking again.
+func untilFound[T any](ctx context.Context, attempt, wait time.Duration, find func(context.Context) (T, error)) (T, error) {
 	for {
-		s, err := attach(ctx, js)
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		v, err := find(actx)
+		cancel()
 		if err == nil {
-			s.nc = nc
-			return s, nil
+			return v, nil
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("offline: stream %s and buckets not found (is a dispatcher or herald serve running?): %w", StreamName, err)
-		case <-time.After(250 * time.Millisecond):
+			return v, err
+		case <-time.After(wait):
 		}
 	}
 }

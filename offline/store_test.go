@@ -374,3 +374,32 @@ func TestEnsureRetriesWhileNoPeers(t *testing.T) {
 		t.Fatalf("no peers until ctx ends: %v after %v; want the no-peers error once ctx ended", err, time.Since(start))
 	}
 }
+
+// A lookup JetStream leaves unanswered is asked again after attempt, not
+// waited on until the whole start's ctx ends; other errors are asked again
+// every wait, and the last one comes back once ctx ends.
+func TestUntilFoundAsksAgainWhenUnanswered(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	calls := 0
+	start := time.Now()
+	v, err := untilFound(ctx, 100*time.Millisecond, 10*time.Millisecond, func(actx context.Context) (int, error) {
+		calls++
+		if calls == 1 {
+			<-actx.Done() // the request nobody answers
+			return 0, actx.Err()
+		}
+		return 7, nil
+	})
+	if err != nil || v != 7 || calls != 2 || time.Since(start) > 2*time.Second {
+		t.Fatalf("got %d, %v after %d calls and %v; want 7, nil after 2 calls well within ctx", v, err, calls, time.Since(start))
+	}
+
+	notFound := errors.New("stream not found")
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	calls = 0
+	if _, err := untilFound(ctx2, time.Second, 10*time.Millisecond, func(context.Context) (int, error) { calls++; return 0, notFound }); !errors.Is(err, notFound) || calls < 5 {
+		t.Fatalf("not found until ctx ends: %v after %d calls; want that error after several calls", err, calls)
+	}
+}
