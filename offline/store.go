@@ -251,10 +251,11 @@ func Attach(ctx context.Context, nc *nats.Conn) (*Store, error) {
 
 // untilFound calls find every wait until it succeeds or ctx ends, and
 // returns its last error then. Each call has attempt to answer: JetStream
-// may leave a request unanswered (see ensure), and a gateway started with
-// a cluster that has just made its streams then waited out the whole of
-// its start's 30 s on one STREAM.INFO (TestLostPulsesFillLostLiveCopies
-// saw a gateway silent that long once) instead of asking again.
+// may leave a request unanswered (see ensure), and with the whole ctx per
+// call one such lookup would hold a gateway's start for all of its 30 s.
+// (TestLostPulsesFillLostLiveCopies once saw a gateway of a cluster that
+// had just made its streams print nothing for 30 s; its output did not
+// say which step waited.)
 func untilFound[T any](ctx context.Context, attempt, wait time.Duration, find func(context.Context) (T, error)) (T, error) {
 	for {
 		actx, cancel := context.WithTimeout(ctx, attempt)
