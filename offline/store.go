@@ -115,35 +115,17 @@ func AutoReplicas(nc *nats.Conn) int {
 	return 1
 }
 
-// ensure runs one create-or-update of a stream or bucket, retrying with a
-// fresh 5 s deadline per attempt until ctx ends: when two processes create
-// the same replicated stream at the same moment (two dispatchers starting
-// together), JetStream may leave one request unanswered
-// (nats-io/nats.go#949); the retry finds the stream made and updates it.
-// It also tries again, after noPeersWait, while JetStream says no peers
-// are there to place the replicas: a cluster that has just started may
-// still count a peer as offline (TestMakeCluster saw a dispatcher stop on
-// it once).
+// ensure runs one create-or-update of a stream or bucket, retrying
+// (noPeersWait apart, a fresh 5 s deadline each) until ctx ends: when two
+// processes create the same replicated stream at the same moment (two
+// dispatchers starting together), JetStream may leave one request
+// unanswered (nats-io/nats.go#949); the retry finds the stream made and
+// updates it. It also tries again while JetStream says no peers are there
+// to place the replicas: a cluster that has just started may still count
+// a peer as offline (TestMakeCluster saw a dispatcher stop on it once).
 func ensure[T any](ctx context.Context, create func(context.Context) (T, error)) (T, error) {
-	for {
-		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-		v, err := create(actx)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return v, err
-		}
-		switch {
-		case errors.Is(err, context.DeadlineExceeded):
-		case noPeers(err):
-			select {
-			case <-ctx.Done():
-				return v, err
-			case <-time.After(noPeersWait):
-			}
-		default:
-			return v, err
-		}
-	}
+	again := func(err error) bool { return errors.Is(err, context.DeadlineExceeded) || noPeers(err) }
+	return retry(ctx, attemptTimeout, noPeersWait, again, create)
 }
 
 // jsErrNoPeers is JetStream's "no suitable peers for placement"
@@ -241,7 +223,8 @@ func Attach(ctx context.Context, nc *nats.Conn) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("offline: %w", err)
 	}
-	s, err := untilFound(ctx, attemptTimeout, 250*time.Millisecond, func(ctx context.Context) (*Store, error) { return attach(ctx, js) })
+	anyErr := func(error) bool { return true } // not made yet, or unanswered
+	s, err := retry(ctx, attemptTimeout, 250*time.Millisecond, anyErr, func(ctx context.Context) (*Store, error) { return attach(ctx, js) })
 	if err != nil {
 		return nil, fmt.Errorf("offline: stream %s and buckets not found (is a dispatcher or herald serve running?): %w", StreamName, err)
 	}
@@ -249,20 +232,21 @@ func Attach(ctx context.Context, nc *nats.Conn) (*Store, error) {
 	return s, nil
 }
 
-// untilFound calls find every wait until it succeeds or ctx ends, and
-// returns its last error then. Each call has attempt to answer: JetStream
-// may leave a request unanswered (see ensure), and with the whole ctx per
-// call one such lookup would hold a gateway's start for all of its 30 s.
+// retry calls try until it succeeds, again says its error is not worth
+// another call, or ctx ends, waiting wait between calls, and returns the
+// last result. Each call has attempt to answer: JetStream may leave a
+// request unanswered (see ensure), and with the whole ctx per call one
+// such lookup would hold a gateway's start for all of its 30 s.
 // (TestLostPulsesFillLostLiveCopies once saw a gateway of a cluster that
 // had just made its streams print nothing for 30 s; its output did not
 // say which step waited.)
-func untilFound[T any](ctx context.Context, attempt, wait time.Duration, find func(context.Context) (T, error)) (T, error) {
+func retry[T any](ctx context.Context, attempt, wait time.Duration, again func(error) bool, try func(context.Context) (T, error)) (T, error) {
 	for {
 		actx, cancel := context.WithTimeout(ctx, attempt)
-		v, err := find(actx)
+		v, err := try(actx)
 		cancel()
-		if err == nil {
-			return v, nil
+		if err == nil || !again(err) {
+			return v, err
 		}
 		select {
 		case <-ctx.Done():

@@ -378,12 +378,13 @@ func TestEnsureRetriesWhileNoPeers(t *testing.T) {
 // A lookup JetStream leaves unanswered is asked again after attempt, not
 // waited on until the whole start's ctx ends; other errors are asked again
 // every wait, and the last one comes back once ctx ends.
-func TestUntilFoundAsksAgainWhenUnanswered(t *testing.T) {
+func TestRetryAsksAgainWhenUnanswered(t *testing.T) {
+	anyErr := func(error) bool { return true }
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	calls := 0
 	start := time.Now()
-	v, err := untilFound(ctx, 100*time.Millisecond, 10*time.Millisecond, func(actx context.Context) (int, error) {
+	v, err := retry(ctx, 100*time.Millisecond, 10*time.Millisecond, anyErr, func(actx context.Context) (int, error) {
 		calls++
 		if calls == 1 {
 			<-actx.Done() // the request nobody answers
@@ -399,7 +400,7 @@ func TestUntilFoundAsksAgainWhenUnanswered(t *testing.T) {
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel2()
 	calls = 0
-	if _, err := untilFound(ctx2, time.Second, 10*time.Millisecond, func(context.Context) (int, error) { calls++; return 0, notFound }); !errors.Is(err, notFound) || calls < 5 {
+	if _, err := retry(ctx2, time.Second, 10*time.Millisecond, anyErr, func(context.Context) (int, error) { calls++; return 0, notFound }); !errors.Is(err, notFound) || calls < 5 {
 		t.Fatalf("not found until ctx ends: %v after %d calls; want that error after several calls", err, calls)
 	}
 }
